@@ -1,0 +1,3 @@
+from airflow_systemd.cli import main
+
+main()

@@ -1,0 +1,51 @@
+"""Which Airflow versions this release supports, and running Airflow's own CLI.
+
+The one place that knows about Airflow versions; components hold only their hook points.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from airflow_systemd.lifecycle import ConfigError
+
+SUPPORTED = "2.10.x and 3.x"
+
+
+def require_supported_airflow() -> str:
+    import airflow
+
+    version = airflow.__version__
+    major, minor = (int(part) for part in version.split(".")[:2])
+    if not (major == 3 or (major, minor) == (2, 10)):
+        raise ConfigError(f"Airflow {version} is not supported: airflow-systemd supports {SUPPORTED}")
+    return version
+
+
+def require_attributes(owner: object, names: tuple[str, ...], what: str) -> None:
+    missing = [name for name in names if not hasattr(owner, name)]
+    if missing:
+        raise ConfigError(
+            f"{what} of this Airflow has no {', '.join(missing)}: airflow-systemd supports {SUPPORTED}"
+        )
+
+
+def validate_arguments(command: str, args: list[str]) -> None:
+    """Parse ``airflow COMMAND ARGS`` now, so a typo is a config error and not a crash loop."""
+    if "-D" in args or "--daemon" in args:
+        raise ConfigError(f"do not pass --daemon: systemd supervises `airflow {command}` in the foreground")
+    from airflow.cli import cli_parser
+
+    try:
+        cli_parser.get_parser().parse_args([command, *args])
+    except SystemExit as exc:  # argparse has printed what is wrong
+        if exc.code:
+            raise ConfigError(f"invalid arguments for `airflow {command}`: {' '.join(args)}") from None
+
+
+def run_airflow_command(command: str, args: list[str]) -> None:
+    """Run ``airflow COMMAND ARGS`` in this process, exactly as the `airflow` script would."""
+    from airflow.__main__ import main
+
+    sys.argv = ["airflow", command, *args]
+    main()

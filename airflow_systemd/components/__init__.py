@@ -1,0 +1,1 @@
+"""One module per Airflow service: its hook points into Airflow, nothing else."""

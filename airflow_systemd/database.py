@@ -1,0 +1,77 @@
+"""Start-up checks against Airflow's metadata database.
+
+A component waits for its database rather than exiting: a DB outage of any length then costs
+one restart, not a restart storm that ends in systemd's start limit. Errors no wait can fix
+(bad credentials, missing database, unmigrated schema) become :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from airflow_systemd.lifecycle import ConfigError, Lifecycle, log
+
+# libpq reads this: without it a connect to a frozen server waits forever, before the
+# watchdog is armed. An explicit setting (or connect_args) still wins.
+DEFAULT_CONNECT_TIMEOUT = "10"
+
+# OperationalErrors a retry cannot fix (PostgreSQL and MySQL wording).
+PERMANENT_ERRORS = re.compile(
+    r"password authentication failed|authentication failed|no pg_hba\.conf entry"
+    r"|database \S+ does not exist|role \S+ does not exist|Access denied for user|Unknown database",
+    re.IGNORECASE,
+)
+
+MAX_BACKOFF = 30.0
+
+
+def set_connect_timeout() -> None:
+    os.environ.setdefault("PGCONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
+
+
+def wait_until_reachable(life: Lifecycle, sleep=time.sleep) -> None:
+    """Block until ``SELECT 1`` succeeds, reporting every attempt to systemd."""
+    from airflow import settings
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    attempt, backoff = 0, 1.0
+    while True:
+        attempt += 1
+        try:
+            with settings.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            if attempt > 1:
+                log.info("metadata database reachable after %d attempts", attempt)
+            return
+        except OperationalError as exc:
+            reason = _first_line(exc)
+            if PERMANENT_ERRORS.search(reason):
+                raise ConfigError(f"metadata database refused us: {reason}") from exc
+            life.step(
+                f"waiting for the metadata database (attempt {attempt}, retry in {backoff:g}s): {reason}"
+            )
+            log.warning("metadata database unreachable: %s", reason)
+            sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def require_current_schema() -> None:
+    """Refuse to start on a database that `airflow db migrate` has not brought up to date."""
+    from airflow.utils.db import check_migrations
+
+    try:
+        check_migrations(timeout=0)  # one look (it sleeps 1 s only when it fails)
+    except TimeoutError as exc:
+        raise ConfigError(
+            "the metadata database schema does not match this Airflow version "
+            f"({_first_line(exc).split('. ', 1)[-1]}): run `airflow db migrate`"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    # SQLAlchemy appends "(Background on this error at: ...)" and the SQL; keep the driver's line.
+    text = str(getattr(exc, "orig", None) or exc)
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
