@@ -12,8 +12,16 @@ from airflow_systemd.lifecycle import ConfigError
 SUPPORTED = "2.10.x and 3.x"
 
 
-def require_supported_airflow() -> str:
-    import airflow
+def load_airflow() -> str:
+    """Import Airflow (which reads its configuration and sets up its engine); return its version.
+
+    Nothing here touches the network, so whatever fails is in the installation or the
+    configuration and fails the same way on every restart: a configuration error.
+    """
+    try:
+        import airflow
+    except Exception as exc:
+        raise ConfigError(f"Airflow could not load its configuration: {type(exc).__name__}: {exc}") from exc
 
     version = airflow.__version__
     major, minor = (int(part) for part in version.split(".")[:2])

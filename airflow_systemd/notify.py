@@ -47,12 +47,13 @@ def watchdog_interval(environ: MutableMapping[str, str], pid: int) -> float | No
 class Notifier:
     """Sends ``KEY=value`` lines to systemd, only from the process that created it."""
 
-    def __init__(self, environ: MutableMapping[str, str] = os.environ) -> None:
+    def __init__(self) -> None:
+        # sdnotify reads NOTIFY_SOCKET from os.environ itself, so this works on the real one.
         self._pid = os.getpid()
-        self._sd = sdnotify.SystemdNotifier() if environ.get("NOTIFY_SOCKET") else None
-        self.watchdog_interval = watchdog_interval(environ, self._pid) if self._sd else None
+        self._sd = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
+        self.watchdog_interval = watchdog_interval(os.environ, self._pid) if self._sd else None
         for name in NOTIFY_VARIABLES:
-            environ.pop(name, None)
+            os.environ.pop(name, None)
 
     @property
     def enabled(self) -> bool:

@@ -26,7 +26,7 @@ RUNNER_HOOKS = ("heartbeat_callback", "_do_scheduling", "_exit_gracefully")
 def main(life: Lifecycle, airflow_args: list[str]) -> None:
     life.step("loading Airflow")
     database.set_connect_timeout()
-    airflow_support.require_supported_airflow()
+    airflow_support.load_airflow()
     from airflow.configuration import conf
 
     airflow_support.validate_arguments("scheduler", airflow_args)

@@ -8,6 +8,7 @@ PostgreSQL refuses to run as root, so its processes run as the `postgres` user.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -15,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,15 +39,20 @@ def _bindir() -> str:
 
 
 class PgCluster:
-    def __init__(self, base: Path, port: int | None = None) -> None:
-        self.base = Path(base)
+    def __init__(self, base: Path | None = None, port: int | None = None) -> None:
+        # Its own directory under /tmp: pytest's tmp dirs are root-only (0700), and the
+        # server runs as `postgres`, which must reach its data directory.
+        self.base = Path(base) if base else Path(tempfile.mkdtemp(prefix="afsd-pg-"))
         self.data = self.base / "data"
         self.port = port or free_port()
         self.bindir = _bindir()
 
     def _run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         as_user = ["runuser", "-u", RUN_AS, "--"] if os.geteuid() == 0 else []
-        return subprocess.run([*as_user, *cmd], check=check, capture_output=True, text=True)
+        done = subprocess.run([*as_user, *cmd], capture_output=True, text=True)
+        if check and done.returncode:
+            raise RuntimeError(f"{' '.join(cmd[:1])} failed ({done.returncode}): {done.stderr.strip()}")
+        return done
 
     def init(self) -> PgCluster:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -85,6 +92,10 @@ class PgCluster:
             "start",
         )
 
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
     def stop(self, mode: str = "fast") -> None:
         self.thaw()
         self._run(f"{self.bindir}/pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
@@ -109,10 +120,8 @@ class PgCluster:
 
     def thaw(self) -> None:
         for proc in reversed(self._processes()):
-            try:
+            with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGCONT)
-            except psutil.Error:
-                pass
 
     def url(self, db: str, driver: str = "postgresql+psycopg2") -> str:
         return f"{driver}://postgres@127.0.0.1:{self.port}/{db}"

@@ -1,0 +1,109 @@
+"""Test-only fault injection, loaded by Airflow itself from the test's PYTHONPATH.
+
+Airflow imports ``airflow_local_settings`` while it initialises, in every process. The
+scheduler module cannot be imported that early (a circular import on Airflow 2.10), so a
+post-import hook patches it once it is loaded. ``AFSD_TEST_FAULT`` picks the fault,
+``AFSD_TEST_OUT`` is where the fault reports what it did. Nothing here ships.
+"""
+
+import importlib.abc
+import importlib.util
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+
+FAULT = os.environ.get("AFSD_TEST_FAULT", "")
+OUT = os.environ.get("AFSD_TEST_OUT", "")
+
+STUBBORN_CHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+SETSID_GRANDCHILD = (
+    "import os, sys, time\n"
+    "if os.fork(): os._exit(0)\n"  # the intermediate exits: the grandchild is orphaned
+    "os.setsid()\n"
+    "os.write(1, str(os.getpid()).encode()); os.close(1)\n"  # EOF for the reader
+    "time.sleep(600)\n"
+)
+
+
+def _report(data):
+    with open(OUT, "w") as f:
+        json.dump(data, f)
+
+
+def _raise_with_stubborn_descendants(calls=[0]):  # noqa: B006 - a counter across calls
+    calls[0] += 1
+    if calls[0] < 3:
+        return
+    child = subprocess.Popen([sys.executable, "-c", STUBBORN_CHILD])
+    # Only stdout is piped (and closed by the grandchild): a pipe it kept would block run().
+    grandchild = subprocess.run(
+        [sys.executable, "-c", SETSID_GRANDCHILD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        check=True,
+    ).stdout
+    _report({"child": child.pid, "grandchild": int(grandchild)})
+    raise RuntimeError("injected fault in the scheduler loop")
+
+
+def _environ_seen_by_children(calls=[0]):  # noqa: B006
+    calls[0] += 1
+    if calls[0] != 2:
+        return
+    # Like a LocalExecutor worker: a forked process that then execs a task's command.
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    worker = ctx.Process(target=_child_view, args=(queue,))
+    worker.start()
+    forked_environ, execd_environ = queue.get(timeout=30)
+    worker.join(30)
+    _report({"forked": forked_environ, "execd": execd_environ})
+
+
+def _child_view(queue):
+    execd = subprocess.run(["env", "-0"], capture_output=True, text=True, check=True).stdout
+    queue.put((dict(os.environ), dict(line.split("=", 1) for line in execd.split("\0") if "=" in line)))
+
+
+FAULTS = {
+    "loop-exception": _raise_with_stubborn_descendants,
+    "children-environ": _environ_seen_by_children,
+}
+
+
+def _patch(module):
+    fault = FAULTS[FAULT]
+    original = module.SchedulerJobRunner._do_scheduling
+
+    def _do_scheduling(self, *args, **kwargs):
+        fault()
+        return original(self, *args, **kwargs)
+
+    module.SchedulerJobRunner._do_scheduling = _do_scheduling
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``_patch`` on a module right after it has been executed."""
+
+    name = "airflow.jobs.scheduler_job_runner"
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        exec_module = spec.loader.exec_module
+
+        def exec_then_patch(module):
+            exec_module(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_then_patch
+        return spec
+
+
+if FAULT and not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AfterImport())

@@ -1,0 +1,82 @@
+"""sd_notify and watchdog timing, against a real AF_UNIX datagram socket."""
+
+import os
+
+import pytest
+
+from airflow_systemd.notify import Notifier, Watchdog, watchdog_interval
+from tests.support.notify_peer import NotifyPeer
+
+
+@pytest.fixture
+def peer(tmp_path):
+    p = NotifyPeer(tmp_path / "notify")
+    yield p
+    p.close()
+
+
+def test_watchdog_interval_follows_sd_watchdog_enabled():
+    pid = os.getpid()
+    assert watchdog_interval({"WATCHDOG_USEC": "4000000"}, pid) == 4.0
+    assert watchdog_interval({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": str(pid)}, pid) == 4.0
+    assert watchdog_interval({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": str(pid + 1)}, pid) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "0"}, pid) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "soon"}, pid) is None
+    assert watchdog_interval({}, pid) is None
+
+
+def use(monkeypatch, environ):
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_notifier_sends_and_removes_the_variables_from_the_environment(peer, monkeypatch):
+    use(monkeypatch, {**peer.environ(watchdog_usec=3_000_000), "WATCHDOG_PID": str(os.getpid())})
+    notifier = Notifier()
+    assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} & set(os.environ)
+    assert notifier.enabled and notifier.watchdog_interval == 3.0
+    notifier.send("READY=1", "STATUS=up")
+    msg = peer.wait_for("READY", timeout=5)
+    assert msg.fields == {"READY": "1", "STATUS": "up"}
+    assert msg.pid == os.getpid()
+
+
+def test_notifier_is_silent_outside_systemd(monkeypatch):
+    use(monkeypatch, {"WATCHDOG_USEC": "1000000"})
+    notifier = Notifier()
+    assert not notifier.enabled and notifier.watchdog_interval is None
+    notifier.send("READY=1")  # must not raise
+
+
+def test_notifier_never_sends_from_a_forked_child(peer, monkeypatch):
+    use(monkeypatch, peer.environ())
+    notifier = Notifier()
+    pid = os.fork()
+    if pid == 0:
+        notifier.send("FROM=child")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    notifier.send("FROM=parent")
+    peer.wait_for("FROM", "parent", timeout=5)
+    assert not peer.with_field("FROM", "child")
+
+
+def test_watchdog_pings_at_most_every_half_interval(peer, monkeypatch):
+    use(monkeypatch, peer.environ(watchdog_usec=4_000_000))
+    notifier = Notifier()
+    dog = Watchdog(notifier)
+    sent = []
+    for now in [0.0, 1.0, 1.9, 2.0, 3.0, 4.1, 5.0, 6.1]:
+        if dog.due(now):
+            dog.ping(now)
+            sent.append(now)
+    assert sent == [0.0, 2.0, 4.1, 6.1]
+    peer.wait_for("WATCHDOG", timeout=5)
+
+
+def test_watchdog_disabled_without_an_interval(peer, monkeypatch):
+    use(monkeypatch, peer.environ())
+    dog = Watchdog(Notifier())
+    assert not dog.enabled and not dog.due(100.0)
