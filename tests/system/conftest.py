@@ -1,0 +1,57 @@
+"""System tests: a real systemd booted in a throw-away container (tests/harness/sandbox.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.sandbox import DEFAULT_STATE_DIR, Sandbox
+
+SYSTEM_TESTS_DIR = Path(__file__).resolve().parent
+NAME_PREFIX = "afsd"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # a conftest hook sees the whole session's items, not only this directory's
+    for item in items:
+        if SYSTEM_TESTS_DIR in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.system)
+
+
+def _why_no_sandbox() -> str | None:
+    if os.geteuid() != 0:
+        return "system tests need root (systemd-nspawn, mounts, cgroups)"
+    for tool in ("systemd-nspawn", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found (apt-get install systemd-container)"
+    return None
+
+
+def _remove_sandboxes_of_dead_sessions() -> None:
+    # a SIGKILLed pytest never tears down, and its container keeps running (nspawn is in a
+    # session of its own); the PID in the name tells whether that pytest is gone
+    for state in DEFAULT_STATE_DIR.glob(f"{NAME_PREFIX}*"):
+        pid = state.name[len(NAME_PREFIX) :]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            Sandbox(name=state.name).down()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """One booted container for the whole session; it is gone again when the session ends."""
+    reason = _why_no_sandbox()
+    if reason:
+        # CI treats skips as failures, so this only lets dev machines without root pass through
+        pytest.skip(reason)
+    _remove_sandboxes_of_dead_sessions()
+    # unique per pytest process: parallel sessions must not share mounts or cgroups
+    sb = Sandbox(name=f"{NAME_PREFIX}{os.getpid()}")
+    try:
+        sb.up()
+        yield sb
+    finally:
+        sb.down()
