@@ -14,33 +14,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.support.airflow_env import airflow_environ
 from tests.support.notify_peer import NotifyPeer
-from tests.support.pgcluster import PgCluster, free_port
+from tests.support.pgcluster import PgCluster
 
 VENV_BIN = Path(sys.executable).parent
-FAULTS = Path(__file__).parent / "faults"
 TEMPLATE_DB = "airflow_template"
 _db_names = itertools.count(1)
-
-
-def airflow_environ(home: Path, db_url: str) -> dict[str, str]:
-    """A complete, isolated Airflow configuration: no fixed port, no example DAGs."""
-    (home / "dags").mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=db_url,
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__CORE__PARALLELISM="4",
-        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
-        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
-        AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="True",
-        AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT=str(free_port()),
-        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
-        PYTHONPATH=str(FAULTS),
-    )
-    return env
 
 
 @pytest.fixture(scope="session")

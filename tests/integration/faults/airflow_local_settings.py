@@ -16,6 +16,9 @@ import sys
 
 FAULT = os.environ.get("AFSD_TEST_FAULT", "")
 OUT = os.environ.get("AFSD_TEST_OUT", "")
+# Optional: a file that must exist for the fault to fire, removed when it does, so that a
+# restarted service (under systemd) runs clean.
+ONCE = os.environ.get("AFSD_TEST_FAULT_ONCE", "")
 
 STUBBORN_CHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
 SETSID_GRANDCHILD = (
@@ -46,6 +49,8 @@ def _raise_with_stubborn_descendants(calls=[0]):  # noqa: B006 - a counter acros
         check=True,
     ).stdout
     _report({"child": child.pid, "grandchild": int(grandchild)})
+    if ONCE:
+        os.unlink(ONCE)
     raise RuntimeError("injected fault in the scheduler loop")
 
 
@@ -79,7 +84,8 @@ def _patch(module):
     original = module.SchedulerJobRunner._do_scheduling
 
     def _do_scheduling(self, *args, **kwargs):
-        fault()
+        if not ONCE or os.path.exists(ONCE):
+            fault()
         return original(self, *args, **kwargs)
 
     module.SchedulerJobRunner._do_scheduling = _do_scheduling

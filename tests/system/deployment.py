@@ -1,0 +1,264 @@
+"""Airflow installed into the sandbox's systemd the way an operator would do it.
+
+`airflow-systemd install-units` writes the shipped units for the project's virtualenv (the
+checkout is bind-mounted at its own path, so the venv is the same inside); the `airflow`
+user comes from the shipped sysusers.d file; Airflow settings go to /etc/default/airflow.
+The metadata database is a private PostgreSQL cluster on the host: the container shares the
+host's network, and the test can stop or freeze it from outside.
+Test drop-ins change only WatchdogSec=, timeouts and the database URL.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.harness.sandbox import Sandbox
+from tests.support.airflow_env import FAULTS
+from tests.support.pgcluster import PgCluster, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+VENV = Path(sys.executable).parent.parent
+SCHEDULER = "airflow-scheduler.service"
+WATCHDOG = 4  # seconds, set by the test drop-in; the shipped default is 30
+DROP_IN_DIR = f"/etc/systemd/system/{SCHEDULER}.d"
+# The fault-injection module, copied inside: the checkout may be under /tmp, which the
+# unit's PrivateTmp=yes hides (install-units mounts back only the virtualenv's code).
+FAULTS_INSIDE = "/usr/local/lib/afsd-test-faults"
+
+
+def airflow_settings(api_port: int, **extra: str) -> dict[str, str]:
+    settings = {
+        # Airflow 3: tasks report to the API server; every process must share the JWT secret.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "system-tests-only-jwt-secret-0123456789abcdef",
+        "AIRFLOW__API__SECRET_KEY": "system-tests-only-secret-key",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AFSD_PROBE_URL": f"http://127.0.0.1:{api_port}/api/v2/monitor/health",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+    }
+    settings.update(extra)
+    return settings
+
+
+class Deployment:
+    def __init__(self, sb: Sandbox, pg: PgCluster, db: str) -> None:
+        self.sb = sb
+        self.pg = pg
+        self.db = db
+        self.api_port = free_port()
+
+    def install(self, watchdog: str = "4s") -> None:
+        sb = self.sb
+        sb.write_file("/etc/sysusers.d/airflow.conf", (REPO / "units" / "airflow.sysusers").read_text())
+        sb.exec("systemd-sysusers")
+        sb.exec(str(VENV / "bin" / "airflow-systemd"), "install-units", "--venv", str(VENV), "--no-reload")
+        sb.write_file(
+            f"{FAULTS_INSIDE}/airflow_local_settings.py", (FAULTS / "airflow_local_settings.py").read_text()
+        )
+        self.configure()
+        self.drop_in(
+            "50-test.conf",
+            f"[Service]\nWatchdogSec={watchdog}\n"
+            f"Environment=AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={self.pg.url(self.db)}\n",
+        )
+
+    def configure(self, **extra: str) -> None:
+        text = "".join(f"{k}={v}\n" for k, v in airflow_settings(self.api_port, **extra).items())
+        self.sb.write_file("/etc/default/airflow", text, mode=0o640)
+
+    def drop_in(self, name: str, text: str) -> None:
+        self.sb.write_file(f"{DROP_IN_DIR}/{name}", text)
+        self.sb.daemon_reload()
+
+    # --- the other Airflow services, as transient units until they have units of their own ---
+    def _service_properties(self) -> list[str]:
+        return [
+            "--property=User=airflow",
+            "--property=Group=airflow",
+            "--property=EnvironmentFile=/etc/default/airflow",
+            "--property=StateDirectory=airflow",
+            "--property=LogsDirectory=airflow",
+            "--setenv=AIRFLOW_HOME=/var/lib/airflow",
+            "--setenv=AIRFLOW__LOGGING__BASE_LOG_FOLDER=/var/log/airflow",
+            f"--setenv=AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={self.pg.url(self.db)}",
+        ]
+
+    def start_companions(self) -> None:
+        """api-server (Airflow 3 tasks need it) and dag-processor, unless already running."""
+        airflow = str(VENV / "bin" / "airflow")
+        commands = {
+            "afsd-test-api-server": [
+                airflow,
+                "api-server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.api_port),
+                "--workers",
+                "1",
+            ],
+            "afsd-test-dag-processor": [airflow, "dag-processor"],
+        }
+        for name, command in commands.items():
+            if self.sb.systemctl("is-active", name, check=False).stdout.strip() == "active":
+                continue
+            self.sb.systemctl("reset-failed", name, check=False)
+            self.sb.exec("systemd-run", f"--unit={name}", *self._service_properties(), *command)
+        url = f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health"
+        self.wait_for(lambda: _http_ok(url), 120, "the API server", unit="afsd-test-api-server")
+
+    def airflow(self, *args: str) -> str:
+        """Run the `airflow` CLI inside, as the airflow user, with the services' settings."""
+        return self.sb.exec(
+            "systemd-run",
+            "--quiet",
+            "--wait",
+            "--pipe",
+            "--collect",
+            *self._service_properties(),
+            str(VENV / "bin" / "airflow"),
+            *args,
+        ).stdout
+
+    def add_dag(self, name: str) -> str:
+        """Copy tests/system/dags/NAME.py into the DAGs folder; wait until it is parsed."""
+        text = (Path(__file__).parent / "dags" / f"{name}.py").read_text()
+        self.sb.exec(
+            "install",
+            "-d",
+            "-o",
+            "airflow",
+            "-g",
+            "airflow",
+            "-m",
+            "0750",
+            "/var/lib/airflow",
+            "/var/lib/airflow/dags",
+        )
+        self.sb.write_file(f"/var/lib/airflow/dags/{name}.py", text)
+        self.wait_for(
+            lambda: self.sql(f"SELECT count(*) FROM dag WHERE dag_id = '{name}'") == "1",
+            120,
+            f"DAG {name} to be parsed",
+            unit="afsd-test-dag-processor",
+        )
+        return name
+
+    def trigger(self, dag_id: str) -> str:
+        run_id = f"afsd_{dag_id}_{time.time_ns()}"
+        self.airflow("dags", "trigger", dag_id, "--run-id", run_id)
+        return run_id
+
+    def sql(self, statement: str) -> str:
+        return self.pg.sql(statement, self.db)
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.sql(f"SELECT state FROM dag_run WHERE dag_id = '{dag_id}' AND run_id = '{run_id}'")
+
+    def task_state(self, dag_id: str, run_id: str, task_id: str) -> str:
+        return self.sql(
+            f"SELECT state FROM task_instance WHERE dag_id = '{dag_id}' AND run_id = '{run_id}' "
+            f"AND task_id = '{task_id}'"
+        )
+
+    def retire(self, dag_id: str) -> None:
+        """Pause a test DAG and fail what is left of its runs, so later tests start clean."""
+        self.sql(f"UPDATE dag SET is_paused = true WHERE dag_id = '{dag_id}'")
+        self.sql(
+            f"UPDATE task_instance SET state = 'failed' WHERE dag_id = '{dag_id}' "
+            "AND state NOT IN ('success', 'failed')"
+        )
+        self.sql(f"UPDATE dag_run SET state = 'failed' WHERE dag_id = '{dag_id}' AND state <> 'success'")
+
+    # --- observing units -------------------------------------------------------------
+    def props(self, unit: str = SCHEDULER) -> dict[str, str]:
+        names = "ActiveState,SubState,Result,MainPID,NRestarts,StatusText,ControlGroup,ExecMainStatus"
+        out = self.sb.systemctl("show", "-p", names, unit).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def state(self, unit: str = SCHEDULER) -> str:
+        p = self.props(unit)
+        return f"{p['ActiveState']}/{p['SubState']}"
+
+    def wait_for(self, predicate, timeout: float, what: str, unit: str = SCHEDULER):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what}; {self.props(unit)}\n"
+                    f"{self.journal_tail(unit)}"
+                )
+            time.sleep(0.2)
+
+    def cgroup_pids(self, unit: str = SCHEDULER) -> set[int]:
+        cgroup = self.props(unit)["ControlGroup"]
+        if not cgroup:
+            return set()
+        out = self.sb.exec("sh", "-c", f"cat /sys/fs/cgroup{cgroup}/cgroup.procs 2>/dev/null || true").stdout
+        return {int(pid) for pid in out.split()}
+
+    def process_tree(self) -> dict[int, int]:
+        out = self.sb.exec("ps", "-e", "-o", "pid=,ppid=").stdout
+        return {int(a): int(b) for a, b in (line.split() for line in out.splitlines())}
+
+    def strays(self, unit: str = SCHEDULER) -> set[int]:
+        """Processes in the unit's cgroup that do not descend from its current main process."""
+        main = int(self.props(unit)["MainPID"])
+        tree = self.process_tree()
+        strays = set()
+        for pid in self.cgroup_pids(unit):
+            p = pid
+            while p not in (main, 0, 1) and p in tree:
+                p = tree[p]
+            if p != main:
+                strays.add(pid)
+        return strays
+
+    def cursor(self) -> str:
+        out = self.sb.exec("journalctl", "-n", "0", "--show-cursor", "--no-pager").stdout
+        return out.strip().rsplit("cursor: ", 1)[-1]
+
+    def journal(self, cursor: str, unit: str = SCHEDULER, *args: str) -> str:
+        return self.sb.exec(
+            "journalctl", "-u", unit, f"--after-cursor={cursor}", "--no-pager", "-o", "cat", *args
+        ).stdout
+
+    def journal_json(self, cursor: str, unit: str = SCHEDULER) -> list[dict]:
+        out = self.journal(cursor, unit, "-o", "json")
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def journal_tail(self, unit: str = SCHEDULER, lines: int = 40) -> str:
+        return self.sb.exec(
+            "journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat", check=False
+        ).stdout
+
+    def reset(self, unit: str = SCHEDULER) -> None:
+        self.sb.systemctl("stop", unit, check=False)
+        self.sb.systemctl("reset-failed", unit, check=False)
+
+
+def running_loop(d: Deployment) -> bool:
+    p = d.props()
+    return p["ActiveState"] == "active" and p["StatusText"].startswith("running: loop")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
