@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from airflow_systemd import journal
 from airflow_systemd.lifecycle import ConfigError
 
 SUPPORTED = "2.10.x and 3.x"
@@ -22,6 +23,7 @@ def load_airflow() -> str:
         import airflow
     except Exception as exc:
         raise ConfigError(f"Airflow could not load its configuration: {type(exc).__name__}: {exc}") from exc
+    journal.adopt_airflow_logging()  # importing Airflow has set up its logging
 
     version = airflow.__version__
     major, minor = (int(part) for part in version.split(".")[:2])
@@ -38,17 +40,18 @@ def require_attributes(owner: object, names: tuple[str, ...], what: str) -> None
         )
 
 
-def validate_arguments(command: str, args: list[str]) -> None:
+def validate_arguments(command: str, args: list[str]):
     """Parse ``airflow COMMAND ARGS`` now, so a typo is a config error and not a crash loop."""
     if "-D" in args or "--daemon" in args:
         raise ConfigError(f"do not pass --daemon: systemd supervises `airflow {command}` in the foreground")
     from airflow.cli import cli_parser
 
     try:
-        cli_parser.get_parser().parse_args([command, *args])
-    except SystemExit as exc:  # argparse has printed what is wrong
+        return cli_parser.get_parser().parse_args([command, *args])
+    except SystemExit as exc:  # argparse has printed what is wrong (or --help its help)
         if exc.code:
             raise ConfigError(f"invalid arguments for `airflow {command}`: {' '.join(args)}") from None
+        raise
 
 
 def run_airflow_command(command: str, args: list[str]) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import textwrap
 
-from airflow_systemd import __version__, lifecycle
+from airflow_systemd import __version__, alert, lifecycle
 
 EXIT_CODES = """\
 exit status:
@@ -15,22 +17,47 @@ exit status:
       the shipped units set RestartPreventExitStatus=78 so this never loops
 """
 
-SCHEDULER_HELP = f"""\
-Run `airflow scheduler` as a systemd notify service.
+COMPONENT_HELP = f"""\
+Run `airflow {{command}}` as a systemd notify service.
 
 Readiness: READY=1 is sent once the metadata database is reachable, its schema is current
-and the first scheduler loop has completed; until then STATUS= says which step it is in
-(a database that is down is waited for, with STATUS= saying so).
-Watchdog: with WatchdogSec= set, WATCHDOG=1 is sent from inside the scheduler loop, and only
-while the last job heartbeat reached the database less than WatchdogSec ago: a hung loop
-or a frozen database stops the pings and systemd kills and restarts the service. The kill
-(SIGABRT) writes every thread's stack to the journal first.
+and {{ready}}; until then STATUS= says which step it is in (a database that is down is
+waited for, with STATUS= saying so).
+
+Watchdog: with WatchdogSec= set, WATCHDOG=1 is sent only while {{alive}}: a hang stops the
+pings, and systemd kills and restarts the service. The kill (SIGABRT) writes every thread's
+stack to the journal first.
+
 Exit: any failure ends the process and all its descendants promptly.
 
-All arguments not listed below are passed to `airflow scheduler` (see its --help);
+All arguments not listed below are passed to `airflow {{command}}` (see its --help);
 --daemon is refused.
 
 {EXIT_CODES}"""
+
+JOB_LOOP = dict(
+    ready="the first loop iteration has completed",
+    alive="the loop is iterating and its last job heartbeat reached the database less than WatchdogSec ago",
+)
+HTTP_SERVER = dict(
+    ready="the health endpoint answers",
+    alive="the health endpoint answers, checked over HTTP every few seconds",
+)
+# command -> (module in airflow_systemd.components, kind, one-line help)
+COMPONENTS = {
+    "scheduler": ("scheduler", JOB_LOOP, "the scheduler"),
+    "dag-processor": ("dag_processor", JOB_LOOP, "the DAG processor (Airflow 3; optional in 2.10)"),
+    "triggerer": ("triggerer", JOB_LOOP, "the triggerer"),
+    "api-server": ("api_server", HTTP_SERVER, "the API server (Airflow 3)"),
+    "webserver": ("webserver", HTTP_SERVER, "the webserver (Airflow 2.10)"),
+}
+
+
+def _filled(text: str) -> str:
+    """Re-wrap the prose paragraphs (not the exit-status table) to 88 columns."""
+    prose, _, table = text.partition("exit status:")
+    paragraphs = [textwrap.fill(" ".join(p.split()), 88) for p in prose.strip().split("\n\n")]
+    return "\n\n".join(paragraphs) + "\n\nexit status:" + table
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,37 +79,88 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    scheduler = sub.add_parser(
-        "scheduler",
-        help="run the Airflow scheduler under systemd supervision",
-        description=SCHEDULER_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    scheduler.add_argument(
-        "--stop-timeout",
-        type=float,
-        default=20.0,
-        metavar="SECONDS",
-        help="longest graceful stop: then running tasks and helpers are terminated and the "
-        "scheduler exits 0; keep it below the unit's TimeoutStopSec= (default: %(default)g)",
-    )
-    scheduler.set_defaults(func=_run_scheduler)
+    for command, (_, kind, what) in COMPONENTS.items():
+        component = sub.add_parser(
+            command,
+            help=f"run {what} under systemd supervision",
+            description=_filled(COMPONENT_HELP.format(command=command, **kind)),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        component.add_argument(
+            "--stop-timeout",
+            type=float,
+            default=20.0,
+            metavar="SECONDS",
+            help="longest graceful stop: then what is still running (tasks, helpers) is "
+            "terminated and the service exits 0; keep it below the unit's TimeoutStopSec= "
+            "(default: %(default)g)",
+        )
+        component.set_defaults(func=_run_component)
 
+    _add_oneshots(sub)
+    from airflow_systemd import secrets_file
+
+    secrets_file.register(sub)
     try:
         from airflow_systemd import units
     except ImportError:  # pragma: no cover - only while units.py is not there yet
         pass
     else:
         units.register(sub)
+    alert.register(sub)
     return parser
 
 
-def _run_scheduler(args: argparse.Namespace, airflow_args: list[str]):
-    from airflow_systemd.components import scheduler
+def _add_oneshots(sub) -> None:
+    migrate = sub.add_parser(
+        "db-migrate",
+        help="`airflow db migrate`, waiting for the database first (airflow-db-migrate.service)",
+        description="Run `airflow db migrate` (extra arguments are passed on), after waiting for "
+        "the metadata database like the services do.",
+    )
+    migrate.set_defaults(func=_run_oneshot, oneshot="db_migrate")
+    for name, what, variable in (
+        (
+            "db-clean",
+            "delete metadata (DAG runs, task instances, logs tables) older than",
+            "AIRFLOW_SYSTEMD_DB_RETENTION_DAYS",
+        ),
+        ("log-clean", "delete task log files older than", "AIRFLOW_SYSTEMD_LOG_RETENTION_DAYS"),
+    ):
+        default = int(os.environ.get(variable, "90"))
+        parser = sub.add_parser(name, help=f"{what} the retention (timer: airflow-{name}.timer)")
+        parser.add_argument(
+            "--retention-days",
+            type=int,
+            default=default,
+            metavar="DAYS",
+            help=f"keep this many days (default: ${variable}, else 90; now {default})",
+        )
+        parser.set_defaults(func=_run_oneshot, oneshot=name.replace("-", "_"))
 
+
+def _run_oneshot(args: argparse.Namespace, airflow_args: list[str]):
+    from airflow_systemd.components import oneshot
+
+    action = getattr(oneshot, args.oneshot)
+    if args.oneshot == "db_migrate":
+        main = lambda life: action(life, airflow_args)  # noqa: E731
+    else:
+        main = lambda life: action(life, args.retention_days)  # noqa: E731
+    lifecycle.run(f"airflow-systemd {args.command}", main, stop_timeout=20.0)
+
+
+def _run_component(args: argparse.Namespace, airflow_args: list[str]):
+    import importlib
+
+    from airflow_systemd.components import http, job
+
+    module_name, kind, _ = COMPONENTS[args.command]
+    service = importlib.import_module(f"airflow_systemd.components.{module_name}").SERVICE
+    runner = job.run if kind is JOB_LOOP else http.run
     lifecycle.run(
-        "airflow-systemd scheduler",
-        lambda life: scheduler.main(life, airflow_args),
+        f"airflow-systemd {args.command}",
+        lambda life: runner(life, service, airflow_args),
         stop_timeout=args.stop_timeout,
     )
 
@@ -90,7 +168,7 @@ def _run_scheduler(args: argparse.Namespace, airflow_args: list[str]):
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "scheduler":
+    if args.command in COMPONENTS or args.command == "db-migrate":
         args.func(args, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

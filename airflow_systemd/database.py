@@ -7,10 +7,12 @@ one restart, not a restart storm that ends in systemd's start limit. Errors no w
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
 
+from airflow_systemd import journal
 from airflow_systemd.lifecycle import ConfigError, Lifecycle, log
 
 # libpq reads this: without it a connect to a frozen server waits forever, before the
@@ -53,7 +55,13 @@ def wait_until_reachable(life: Lifecycle, sleep=time.sleep) -> None:
             life.step(
                 f"waiting for the metadata database (attempt {attempt}, retry in {backoff:g}s): {reason}"
             )
-            log.warning("metadata database unreachable: %s", reason)
+            journal.event(
+                journal.DB_UNREACHABLE,
+                f"metadata database unreachable: {reason}",
+                level=logging.WARNING,
+                ATTEMPT=attempt,
+                DB_ERROR=reason,
+            )
             sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
 

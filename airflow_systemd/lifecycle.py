@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
-from airflow_systemd import processes
+from airflow_systemd import journal, processes
 from airflow_systemd.notify import Notifier
 
 EXIT_OK = 0
@@ -67,7 +67,8 @@ class Lifecycle:
         self.notifier.send(f"STATUS={text}", f"EXTEND_TIMEOUT_USEC={int(STEP_TIMEOUT * 1e6)}")
 
     def ready(self, text: str) -> None:
-        log.info("ready after %.1fs: %s", time.monotonic() - self._started, text)
+        seconds = time.monotonic() - self._started
+        journal.event(journal.READY, f"ready after {seconds:.1f}s: {text}", STARTUP_SECONDS=f"{seconds:.1f}")
         self.notifier.send("READY=1", f"STATUS={text}")
 
     def stop_requested(self, signum: int) -> None:
@@ -81,7 +82,8 @@ class Lifecycle:
             return
         self.stopping = True
         name = signal.Signals(signum).name
-        log.info("%s received: stopping (at most %gs)", name, self.stop_timeout)
+        text = f"{name} received: stopping (at most {self.stop_timeout:g}s)"
+        journal.event(journal.STOPPING, text, SIGNAL=name)
         self.notifier.send("STOPPING=1", f"STATUS=stopping ({name})")
         timer = threading.Timer(self.stop_timeout, self._stop_overdue)
         timer.daemon = True
@@ -96,19 +98,20 @@ class Lifecycle:
 
 def run(name: str, main: Callable[[Lifecycle], None], *, stop_timeout: float) -> NoReturn:
     """Run ``main`` under the exit contract; never returns."""
-    _setup_logging()
+    journal.setup(name.split()[-1])  # "airflow-systemd scheduler": the component is "scheduler"
     notifier = Notifier()  # first: takes NOTIFY_SOCKET & co. out of the environment
     life = Lifecycle(name, notifier, stop_timeout)
     code = EXIT_FAILURE
     try:
         _arm_crash_diagnostics()
+        journal.report_restart_after_failure()
         if not processes.become_subreaper():
             log.warning("could not become a child subreaper: double-forked descendants may escape")
         _handle_stop_signals(life)
         main(life)
         code = EXIT_OK
     except SystemExit as exc:
-        code = _exit_status(exc)
+        code = _exit_status(life, exc)
     except BaseException as exc:  # the contract covers KeyboardInterrupt and friends too
         code = _report(life, exc)
     finally:
@@ -132,10 +135,19 @@ def _report(life: Lifecycle, exc: BaseException) -> int:
     reason = _one_line(exc)
     if is_config_error(exc):
         # One readable line for the journal and `systemctl status`, no traceback to wade through.
-        _stderr(f"{life.name}: configuration error: {reason}")
+        line = f"{life.name}: configuration error: {reason}"
+        if journal.active():
+            journal.event(journal.CONFIG_ERROR, line, level=logging.ERROR, REASON=reason)
+        else:
+            _stderr(line)
         life.notifier.status(f"configuration error: {reason}")
         return EXIT_CONFIG
-    _stderr(f"{life.name}: failed with {type(exc).__name__}: {reason}")
+    line = f"{life.name}: failed with {type(exc).__name__}: {reason}"
+    fields = dict(EXCEPTION_TYPE=type(exc).__name__, EXCEPTION_MESSAGE=reason)
+    if journal.active():
+        journal.event(journal.CRASHED, line, level=logging.ERROR, **fields)
+    else:
+        _stderr(line)
     _stderr("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
     life.notifier.status(f"failed: {type(exc).__name__}: {reason}")
     return EXIT_FAILURE
@@ -154,27 +166,50 @@ def _leave(code: int) -> NoReturn:
         os._exit(code)
 
 
-def _exit_status(exc: SystemExit) -> int:
+def _exit_status(life: Lifecycle, exc: SystemExit) -> int:
     if exc.code is None:
         return EXIT_OK
     if isinstance(exc.code, int):
         return exc.code
-    _stderr(str(exc.code))  # sys.exit("message") means: print it and fail
-    return EXIT_FAILURE
+    # Airflow's CLI raises SystemExit("message") for what the operator must change, e.g.
+    # "The option [scheduler/standalone_dag_processor] must be True."
+    return _report(life, ConfigError(str(exc.code)))
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _handle_stop_signals(life: Lifecycle) -> None:
-    """Until the component installs its own handlers, SIGTERM/SIGINT stop it cleanly."""
+    """STOPPING=1 and the bounded stop, whoever handles SIGTERM/SIGINT.
+
+    Until the component installs handlers of its own, ours stops it cleanly. After that the
+    component's own graceful stop runs (Airflow's job runners, uvicorn, the webserver's
+    gunicorn monitor all install theirs with ``signal.signal``): every handler installed for
+    these signals is wrapped so that systemd hears STOPPING=1 and the stop timer starts first.
+    One generic hook instead of one per component and Airflow version.
+    """
 
     def on_signal(signum, frame):
         if os.getpid() != life._pid:  # a forked child that kept our handler: act as default
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        life.stop_requested(signum)
         raise SystemExit(EXIT_OK)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    install = signal.signal
+
+    def install_with_stop_notice(signum, handler):
+        if signum in STOP_SIGNALS and callable(handler):
+            component_handler = handler
+
+            def handler(sig, frame):
+                life.stop_requested(sig)
+                return component_handler(sig, frame)
+
+        return install(signum, handler)
+
+    signal.signal = install_with_stop_notice
+    for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)
 
 
@@ -188,15 +223,6 @@ def _arm_crash_diagnostics() -> None:
     global _crash_stream
     _crash_stream = os.fdopen(os.dup(2), "w")
     faulthandler.enable(file=_crash_stream, all_threads=True)
-
-
-def _setup_logging() -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.__stderr__)
-        handler.setFormatter(logging.Formatter("%(levelname)s airflow-systemd: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False  # Airflow's logging config must not duplicate or swallow ours
 
 
 def _stderr(text: str) -> None:

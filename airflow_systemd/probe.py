@@ -9,9 +9,11 @@ turning on a database that no longer takes writes.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
+from airflow_systemd import journal
 from airflow_systemd.lifecycle import ConfigError, Lifecycle
 from airflow_systemd.notify import Watchdog
 
@@ -48,6 +50,7 @@ class LoopProbe:
         self.iterations = 0
         self.last_heartbeat: float | None = None
         self._last_status = float("-inf")
+        self._last_iteration: float | None = None
 
     def heartbeat_committed(self) -> None:
         self.last_heartbeat = self._clock()
@@ -55,6 +58,7 @@ class LoopProbe:
     def iteration_done(self) -> None:
         now = self._clock()
         self.iterations += 1
+        self._check_iteration_time(now)
         if self.iterations == 1:
             # The first iteration ran its queries and commits: the database works.
             self.last_heartbeat = self.last_heartbeat or now
@@ -69,6 +73,22 @@ class LoopProbe:
             self._watchdog.ping(now, *lines)
         elif lines:
             self._life.notifier.send(*lines)
+
+    def _check_iteration_time(self, now: float) -> None:
+        # The loop feeds the watchdog once per iteration: one that takes more than half of
+        # WatchdogSec= is a warning before the kill. The first one includes start-up: not counted.
+        previous, self._last_iteration = self._last_iteration, now
+        interval = self._watchdog.interval
+        if previous is None or interval is None or now - previous <= interval / 2:
+            return
+        journal.event(
+            journal.WATCHDOG_NEAR_MISS,
+            f"a loop iteration took {now - previous:.1f}s, more than half of WatchdogSec={interval:g}s: "
+            f"at {interval:g}s the watchdog kills {self._life.name}",
+            level=logging.WARNING,
+            ITERATION_SECONDS=f"{now - previous:.3f}",
+            WATCHDOG_SECONDS=f"{interval:g}",
+        )
 
     def _status(self, now: float) -> str:
         age = now - (self.last_heartbeat or now)

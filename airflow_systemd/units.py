@@ -20,6 +20,7 @@ import grp
 import json
 import os
 import pwd
+import stat
 import subprocess
 import sys
 from importlib import resources
@@ -31,13 +32,27 @@ EXIT_CONFIG = 78
 MARKER = "# Installed by airflow-systemd install-units"
 SCHEDULER_UNIT = "airflow-scheduler.service"
 TARGET_UNIT = "airflow.target"
+# What `systemctl enable --now` should name, per Airflow major version.
+SERVICES_BY_MAJOR = {
+    "3": ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server"),
+    "2": ("airflow-scheduler", "airflow-triggerer", "airflow-webserver"),
+}
+TIMERS = ("airflow-db-clean.timer", "airflow-log-clean.timer")
 RELAXED_DROP_IN = "hardening-relaxed.conf"
 ENV_FILE_TEMPLATE = "airflow.default"
+# Alerting: the OnFailure= template, its channels' config, and the journal's message catalog.
+ALERT_UNIT = "airflow-alert@.service"
+ALERT_CONFIG_TEMPLATE = "alert.conf"
+CATALOG = "airflow-systemd.catalog"
 
 DEFAULT_USER = "airflow"
 DEFAULT_HOME = "/var/lib/airflow"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
 DEFAULT_ENV_FILE = "/etc/default/airflow"
+DEFAULT_ALERT_CONFIG = "/etc/airflow-systemd/alert.conf"  # what the units' alert reads
+# journalctl reads catalogs from both; /usr/lib is the package manager's (the .deb's).
+CATALOG_DIRS = ("/usr/local/lib/systemd/catalog", "/usr/lib/systemd/catalog")
+DEFAULT_CATALOG_DIR = CATALOG_DIRS[0]
 
 STATE_ROOT = "/var/lib"
 # ProtectHome=yes makes these empty and inaccessible.
@@ -48,13 +63,15 @@ PRIVATE_TMP_DIRS = ("/tmp", "/var/tmp")
 # What the venv's own interpreter reports about where it reads code from. find_spec() locates
 # a package without importing it, and follows editable installs to their source tree.
 _VENV_QUERY = """\
-import importlib.util, json, os, sys, sysconfig
+import importlib.metadata, importlib.util, json, os, sys, sysconfig
 spec = importlib.util.find_spec("airflow_systemd")
 print(json.dumps({
     "executable": os.path.realpath(sys.executable),
     "base_prefix": os.path.realpath(sys.base_prefix),
     "paths": sorted({sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}),
     "package": list(spec.submodule_search_locations) if spec and spec.submodule_search_locations else None,
+    "airflow_major": (importlib.metadata.version("apache-airflow").split(".")[0]
+                      if importlib.util.find_spec("airflow") else None),
 }))
 """
 
@@ -177,7 +194,22 @@ def _header(name: str) -> list[str]:
     ]
 
 
-def render_scheduler(
+def shipped_units() -> list[str]:
+    """Every service and timer shipped in unit_files (templates with @ excluded)."""
+    files = resources.files(__package__) / "unit_files"
+    return sorted(
+        f.name
+        for f in files.iterdir()
+        if f.name.startswith("airflow-") and f.name.endswith((".service", ".timer")) and "@" not in f.name
+    )
+
+
+def render_scheduler(**kwargs) -> str:
+    return render_service(SCHEDULER_UNIT, **kwargs)
+
+
+def render_service(
+    name: str,
     *,
     user: str,
     group: str,
@@ -188,13 +220,17 @@ def render_scheduler(
     template: str | None = None,
 ) -> str:
     """The scheduler unit for this host, from the shipped unit (or ``template``)."""
-    unit = _Lines(template if template is not None else template_text(SCHEDULER_UNIT), SCHEDULER_UNIT)
+    unit = _Lines(template if template is not None else template_text(name), name)
+    if name.endswith(".timer"):
+        return "\n".join(_header(name)) + "\n" + unit.text()
     executable = os.path.join(venv, "bin", "airflow-systemd")
-    unit.set("ExecStart=", f"ExecStart={_exec_value(executable)} scheduler")
+    for i, line in enumerate(unit.lines):
+        if line.startswith(("ExecStart=", "ExecStartPre=", "ExecStopPost=")):
+            unit.lines[i] = line.replace("/usr/bin/airflow-systemd", _exec_value(executable), 1)
     unit.set("User=", f"User={user}")
     unit.set("Group=", f"Group={group}")
     unit.set("Environment=AIRFLOW_HOME=", f"Environment=AIRFLOW_HOME={_unit_value(airflow_home)}")
-    unit.set("EnvironmentFile=", f"EnvironmentFile=-{_unit_value(env_file)}")
+    unit.set("EnvironmentFile=-/etc/default/airflow", f"EnvironmentFile=-{_unit_value(env_file)}")
     if sandbox.state_directory is not None:
         unit.set("StateDirectory=", f"StateDirectory={_unit_value(sandbox.state_directory)}")
     else:
@@ -234,7 +270,31 @@ def render_scheduler(
             binds.append("BindPaths=" + " ".join(_unit_value(p) for p in sandbox.bind_read_write))
         i = unit.index("ProtectHome=")
         unit.lines[i : i + 1] = binds
-    return "\n".join(_header(SCHEDULER_UNIT)) + "\n" + unit.text()
+    return "\n".join(_header(name)) + "\n" + unit.text()
+
+
+def render_alert_unit(venv: str, alert_config: str = DEFAULT_ALERT_CONFIG) -> str:
+    """airflow-alert@.service, running the alert from ``venv``."""
+    unit = _Lines(template_text(ALERT_UNIT), ALERT_UNIT)
+    executable = os.path.join(venv, "bin", "airflow-systemd")
+    unit.set("ExecStart=", f"ExecStart={_exec_value(executable)} alert %i")
+    return with_alert_config("\n".join(_header(ALERT_UNIT)) + "\n" + unit.text(), alert_config)
+
+
+def with_alert_config(text: str, alert_config: str) -> str:
+    """Point a unit's alert command lines at ``alert_config`` when it is not the default."""
+    if alert_config == DEFAULT_ALERT_CONFIG:
+        return text
+    option = f" --config {_exec_value(alert_config)}"
+    lines = [
+        line + option if line.startswith(("ExecStart=", "ExecStopPost=")) and " alert %" in line else line
+        for line in text.splitlines()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_catalog() -> str:
+    return f"{MARKER}\n" + template_text(CATALOG)
 
 
 def render_target() -> str:
@@ -374,6 +434,46 @@ def _as_user(account: Account, fn) -> str | None:
     return json.loads(data) if data else "could not be checked: the check process died"
 
 
+def _first_writable(paths: list[str]) -> str | None:
+    """The first path the calling user could change: in ``paths``, in them, or above them.
+
+    Meant to run as the service's user (:func:`_as_user`). A sticky directory (/tmp) lets no
+    one swap the entries of others, so it does not count.
+    """
+    for top in paths:
+        parent = os.path.dirname(top)
+        while parent not in ("/", ""):
+            sticky = os.stat(parent).st_mode & stat.S_ISVTX
+            if not sticky and os.access(parent, os.W_OK):
+                return parent
+            parent = os.path.dirname(parent)
+        for root, _dirs, files in os.walk(top):
+            if os.access(root, os.W_OK):
+                return root
+            for name in files:
+                path = os.path.join(root, name)
+                if not os.path.islink(path) and os.access(path, os.W_OK):
+                    return path
+    return None
+
+
+def refuse_code_writable_by(account: Account, paths: list[str]) -> None:
+    """Refuse code that the service's user could change.
+
+    The units run the alert from the virtualenv as root (ExecStopPost=+): code the service's
+    user could change would let anything running as that user (DAG code) run code as root.
+    """
+    if os.geteuid() != 0 and account.uid != os.geteuid():
+        return  # check_access has warned already
+    path = _as_user(account, lambda: _first_writable(paths))
+    if path:
+        raise Refusal(
+            f"user {account.user} can write to {path}: the units run airflow-systemd from this "
+            f"virtualenv as root (the alert in ExecStopPost=+), so {account.user} could run "
+            "code as root. Create the virtualenv, and install airflow-systemd, as root."
+        )
+
+
 def query_venv(venv: str) -> dict:
     python = os.path.join(venv, "bin", "python")
     try:
@@ -481,18 +581,26 @@ def _install(args: argparse.Namespace) -> int:
             Need(home, os.R_OK | os.W_OK | os.X_OK, _anchor(home, sandbox), "AIRFLOW_HOME (--airflow-home)")
         )
     check_access(account, needs)
+    refuse_code_writable_by(account, [venv, *info["package"]])
+    alert_config = _abspath(args.alert_config, "--alert-config")
+    catalog_dir = _abspath(args.catalog_dir, "--catalog-dir")
 
     rendered = {
-        os.path.join(unit_dir, SCHEDULER_UNIT): render_scheduler(
+        os.path.join(unit_dir, name): render_service(
+            name,
             user=account.user,
             group=account.group,
             airflow_home=home,
             venv=venv,
             env_file=env_file,
             sandbox=sandbox,
-        ),
-        os.path.join(unit_dir, TARGET_UNIT): render_target(),
+        )
+        for name in shipped_units()
     }
+    rendered[os.path.join(unit_dir, TARGET_UNIT)] = render_target()
+    rendered = {path: with_alert_config(text, alert_config) for path, text in rendered.items()}
+    rendered[os.path.join(unit_dir, ALERT_UNIT)] = render_alert_unit(venv, alert_config)
+    rendered[os.path.join(catalog_dir, CATALOG)] = render_catalog()
     if args.dry_run:
         for path, text in rendered.items():
             print(f"# ---- {path}")
@@ -505,12 +613,18 @@ def _install(args: argparse.Namespace) -> int:
                 f"{path} exists and was not written by install-units (no {MARKER!r} line): "
                 "move it away or pass --force"
             )
+    os.makedirs(catalog_dir, mode=0o755, exist_ok=True)
     for path, text in rendered.items():
         _write(path, text, 0o644)
         print(f"wrote {path}", file=sys.stderr)
     if not os.path.exists(env_file):
         _write(env_file, template_text(ENV_FILE_TEMPLATE), 0o600)
         print(f"wrote {env_file} (a template: set the database there)", file=sys.stderr)
+    if not os.path.exists(alert_config):
+        os.makedirs(os.path.dirname(alert_config), mode=0o755, exist_ok=True)
+        _write(alert_config, template_text(ALERT_CONFIG_TEMPLATE), 0o600)
+        print(f"wrote {alert_config} (a template: set the alert channels there)", file=sys.stderr)
+    _update_catalog(catalog_dir)
 
     if args.no_reload:
         pass
@@ -519,11 +633,27 @@ def _install(args: argparse.Namespace) -> int:
     else:
         print("systemd is not running here: skipped systemctl daemon-reload", file=sys.stderr)
     print(
-        f"next: systemctl enable --now {TARGET_UNIT} {SCHEDULER_UNIT}\n"
+        f"next: systemctl enable --now {TARGET_UNIT} "
+        f"{' '.join(SERVICES_BY_MAJOR.get(info.get('airflow_major', '3'), SERVICES_BY_MAJOR['3']))} "
+        f"{' '.join(TIMERS)}\n"
         f"tasks that need sudo, a JIT or namespaces: see {template_path(RELAXED_DROP_IN)}",
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def _update_catalog(catalog_dir: str) -> None:
+    """Rebuild journalctl's catalog index, so that `journalctl -x` explains our events."""
+    if catalog_dir not in CATALOG_DIRS:
+        print(
+            f"journalctl reads no catalog in {catalog_dir}: skipped journalctl --update-catalog",
+            file=sys.stderr,
+        )
+        return
+    try:
+        subprocess.run(["journalctl", "--update-catalog"], check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"warning: journalctl --update-catalog failed: {exc}", file=sys.stderr)
 
 
 def _write(path: str, text: str, mode: int) -> None:
@@ -559,45 +689,60 @@ def uninstall_units(args: argparse.Namespace) -> int:
     if not ours:
         print(f"nothing to remove: no unit in {unit_dir} was written by install-units", file=sys.stderr)
         return EXIT_OK
+    catalog_dir = os.path.abspath(args.catalog_dir)
+    catalog = os.path.join(catalog_dir, CATALOG)
+    files = [os.path.join(unit_dir, n) for n in ours]
+    if _is_ours(catalog) and catalog not in files:
+        files.append(catalog)
     if args.dry_run:
-        for n in ours:
-            print(os.path.join(unit_dir, n))
+        for path in files:
+            print(path)
         return EXIT_OK
     use_systemctl = not args.no_reload and _systemd_booted()
     try:
         if use_systemctl:
-            _systemctl("disable", "--now", *ours)
-        for n in ours:
-            os.unlink(os.path.join(unit_dir, n))
-            print(f"removed {os.path.join(unit_dir, n)}", file=sys.stderr)
+            _systemctl("disable", "--now", *(n for n in ours if "@." not in n))  # not templates
+        for path in files:
+            os.unlink(path)
+            print(f"removed {path}", file=sys.stderr)
+        if catalog in files:
+            _update_catalog(catalog_dir)
         if use_systemctl:
             _systemctl("daemon-reload")
     except (OSError, RuntimeError) as exc:
         print(f"airflow-systemd uninstall-units: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print(
-        "kept: the environment file, AIRFLOW_HOME, /var/log/airflow and drop-ins "
-        f"({unit_dir}/{SCHEDULER_UNIT}.d)",
+        "kept: the environment file, AIRFLOW_HOME, /var/log/airflow, drop-ins "
+        f"({unit_dir}/{SCHEDULER_UNIT}.d), {DEFAULT_ALERT_CONFIG} and the alert state",
         file=sys.stderr,
     )
     return EXIT_OK
 
 
 INSTALL_HELP = f"""\
-Write {SCHEDULER_UNIT} and {TARGET_UNIT} into --unit-dir for this virtualenv, then
-run systemctl daemon-reload. The units are the shipped ones ({template_path(SCHEDULER_UNIT)}),
+Write the Airflow units (every service and timer shipped beside
+{template_path(SCHEDULER_UNIT)}) and {TARGET_UNIT} into --unit-dir for this virtualenv,
+then run systemctl daemon-reload. The units are the shipped ones,
 with ExecStart= pointing into the virtualenv, and User=, Group=, AIRFLOW_HOME and
 EnvironmentFile= set from the options. The sandbox (ProtectSystem=strict,
 ProtectHome=yes) is adapted: an AIRFLOW_HOME outside /var/lib becomes a ReadWritePaths=,
 a virtualenv or AIRFLOW_HOME under /home or /root is mounted back into ProtectHome=tmpfs.
 A missing --env-file is created from a commented template (mode 0600).
 
+Alerting: {ALERT_UNIT} (the units' OnFailure=), the alert channels in --alert-config
+(a commented template, mode 0600, if missing) and the journal's message catalog
+{CATALOG} in --catalog-dir, indexed with journalctl --update-catalog.
+
 Before writing, it checks as --user, with that user's groups, that the user can reach
 the virtualenv, its interpreter, its Python library and AIRFLOW_HOME: every directory on
-the way must let the user in. It refuses (exit 78) naming the first path that fails,
-and when the user or group does not exist.
+the way must let the user in; and that the user cannot change the virtualenv or the
+airflow-systemd code, which the units also run as root (the alert, ExecStopPost=+).
+It refuses (exit 78) naming the first path that fails, and when the user or group
+does not exist.
 
-Then: systemctl enable --now {TARGET_UNIT} {SCHEDULER_UNIT}
+Then, for Airflow 3: systemctl enable --now {TARGET_UNIT} {" ".join(SERVICES_BY_MAJOR["3"])}
+(Airflow 2.10: {" ".join(SERVICES_BY_MAJOR["2"])}), and the timers {" ".join(TIMERS)}.
 Tasks that need sudo (run_as_user), a JIT (java, node) or namespaces: copy
 {template_path(RELAXED_DROP_IN)} into /etc/systemd/system/{SCHEDULER_UNIT}.d/.
 
@@ -608,7 +753,8 @@ UNINSTALL_HELP = f"""\
 Stop and disable the units that install-units wrote into --unit-dir, remove them and run
 systemctl daemon-reload. Only files carrying the line
   {MARKER}
-are touched. The environment file, AIRFLOW_HOME, the logs and any drop-in directory
+are touched, and the message catalog in --catalog-dir. The environment file,
+AIRFLOW_HOME, the logs, any drop-in directory, the alert channels and the alert state
 are kept.
 """
 
@@ -646,6 +792,18 @@ def register(subparsers) -> None:
         metavar="PATH",
         help="the EnvironmentFile= of the unit, created from a template if missing (default: %(default)s)",
     )
+    install.add_argument(
+        "--alert-config",
+        default=DEFAULT_ALERT_CONFIG,
+        metavar="PATH",
+        help="the alert channels, created from a template if missing (default: %(default)s)",
+    )
+    install.add_argument(
+        "--catalog-dir",
+        default=DEFAULT_CATALOG_DIR,
+        metavar="DIR",
+        help="where the journal's message catalog goes (default: %(default)s)",
+    )
     install.add_argument("--dry-run", action="store_true", help="print the rendered units, write nothing")
     install.add_argument("--no-reload", action="store_true", help="do not run systemctl daemon-reload")
     install.add_argument(
@@ -661,6 +819,12 @@ def register(subparsers) -> None:
     )
     uninstall.add_argument(
         "--unit-dir", default=DEFAULT_UNIT_DIR, metavar="DIR", help="where they are (default: %(default)s)"
+    )
+    uninstall.add_argument(
+        "--catalog-dir",
+        default=DEFAULT_CATALOG_DIR,
+        metavar="DIR",
+        help="where install-units put the message catalog (default: %(default)s)",
     )
     uninstall.add_argument("--dry-run", action="store_true", help="list what would be removed")
     uninstall.add_argument(

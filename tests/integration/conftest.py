@@ -94,10 +94,12 @@ def alive(pids) -> set[int]:
 
 
 @pytest.fixture
-def start_scheduler(tmp_path, migrated_db):
+def start_component(tmp_path, migrated_db):
+    """Start `airflow-systemd COMMAND ARGS` with a notify peer; all killed at teardown."""
     started: list[Scheduler] = []
 
     def start(
+        command: str,
         *args: str,
         db_url: str | None = None,
         watchdog: float | None = 4.0,
@@ -112,9 +114,9 @@ def start_scheduler(tmp_path, migrated_db):
             environ.update(peer.environ(int(watchdog * 1e6) if watchdog else None))
         fault_out = tmp_path / f"fault{len(started)}.json"
         environ.update(AFSD_TEST_FAULT=fault, AFSD_TEST_OUT=str(fault_out), **(env or {}))
-        output = tmp_path / f"scheduler{len(started)}.log"
+        output = tmp_path / f"{command}{len(started)}.log"
         proc = subprocess.Popen(
-            [str(VENV_BIN / "airflow-systemd"), "scheduler", *args],
+            [str(VENV_BIN / "airflow-systemd"), command, *args],
             env=environ,
             stdout=output.open("w"),
             stderr=subprocess.STDOUT,
@@ -135,3 +137,8 @@ def start_scheduler(tmp_path, migrated_db):
             os.kill(pid, signal.SIGKILL)
         if sched.peer:
             sched.peer.close()
+
+
+@pytest.fixture
+def start_scheduler(start_component):
+    return lambda *args, **kwargs: start_component("scheduler", *args, **kwargs)

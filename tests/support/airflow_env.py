@@ -23,6 +23,8 @@ def airflow_environ(home: Path, db_url: str) -> dict[str, str]:
         AIRFLOW__CORE__PARALLELISM="4",
         AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
+        AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC="1",  # dag-processor
+        AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
         AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="True",
         AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT=str(free_port()),
         AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),

@@ -84,12 +84,14 @@ def deployment(sandbox):
 
 @pytest.fixture
 def unit(deployment):
-    """The deployment with the scheduler stopped, default settings, the database up."""
+    """The deployment with every Airflow service stopped, default settings, the database up."""
     d = deployment
+    d.stop_all()
     d.reset()
     d.configure()
     yield d
     d.pg.thaw()
     if not d.pg.running():
         d.pg.start()
+    d.stop_all()
     d.reset()

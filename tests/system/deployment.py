@@ -24,7 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
 SCHEDULER = "airflow-scheduler.service"
 WATCHDOG = 4  # seconds, set by the test drop-in; the shipped default is 30
-DROP_IN_DIR = f"/etc/systemd/system/{SCHEDULER}.d"
+# Prefix drop-in (systemd >= 246): applies to every airflow-*.service.
+DROP_IN_DIR = "/etc/systemd/system/airflow-.service.d"
+SERVICES_3 = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server")
+SERVICES_2 = ("airflow-scheduler", "airflow-triggerer", "airflow-webserver")
+JOB_SERVICES = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 # The fault-injection module, copied inside: the checkout may be under /tmp, which the
 # unit's PrivateTmp=yes hides (install-units mounts back only the virtualenv's code).
 FAULTS_INSIDE = "/usr/local/lib/afsd-test-faults"
@@ -38,11 +42,22 @@ def airflow_settings(api_port: int, **extra: str) -> dict[str, str]:
         "AIRFLOW__API__SECRET_KEY": "system-tests-only-secret-key",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",  # the same, for Airflow 2.10
         "AFSD_PROBE_URL": f"http://127.0.0.1:{api_port}/api/v2/monitor/health",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(api_port),
+        "AIRFLOW__WEBSERVER__WORKERS": "1",
+        # Recovery within a test's time: a task whose process died with its scheduler is
+        # found by its missing heartbeat (default 300 s) and retried (see the DAGs' retries).
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+        "AIRFLOW__SCHEDULER__SCHEDULER_ZOMBIE_TASK_THRESHOLD": "30",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
@@ -68,24 +83,30 @@ class Deployment:
         )
         self.configure()
         self.drop_in(
-            "50-test.conf",
-            f"[Service]\nWatchdogSec={watchdog}\n"
-            f"Environment=AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={self.pg.url(self.db)}\n",
+            "50-test-db.conf",
+            f"[Service]\nEnvironment=AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={self.pg.url(self.db)}\n",
         )
+        # A short watchdog for the job loops only: the HTTP server keeps the shipped 30 s, as a
+        # one-worker API server on a loaded 2-core machine can miss a 2 s health deadline.
+        for service in JOB_SERVICES:
+            self.drop_in("50-test-watchdog.conf", f"[Service]\nWatchdogSec={watchdog}\n", service)
 
     def configure(self, **extra: str) -> None:
         text = "".join(f"{k}={v}\n" for k, v in airflow_settings(self.api_port, **extra).items())
         self.sb.write_file("/etc/default/airflow", text, mode=0o640)
 
-    def drop_in(self, name: str, text: str) -> None:
-        self.sb.write_file(f"{DROP_IN_DIR}/{name}", text)
+    def drop_in(self, name: str, text: str, service: str | None = None) -> None:
+        directory = f"/etc/systemd/system/{service}.service.d" if service else DROP_IN_DIR
+        self.sb.write_file(f"{directory}/{name}", text)
         self.sb.daemon_reload()
 
-    # --- the other Airflow services, as transient units until they have units of their own ---
+    # --- the other Airflow services --------------------------------------------------------
     def _service_properties(self) -> list[str]:
+        """How to run the airflow CLI inside like the services do (as a transient unit)."""
         return [
             "--property=User=airflow",
             "--property=Group=airflow",
+            "--property=EnvironmentFile=-/var/lib/airflow/secrets.env",
             "--property=EnvironmentFile=/etc/default/airflow",
             "--property=StateDirectory=airflow",
             "--property=LogsDirectory=airflow",
@@ -95,28 +116,10 @@ class Deployment:
         ]
 
     def start_companions(self) -> None:
-        """api-server (Airflow 3 tasks need it) and dag-processor, unless already running."""
-        airflow = str(VENV / "bin" / "airflow")
-        commands = {
-            "afsd-test-api-server": [
-                airflow,
-                "api-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.api_port),
-                "--workers",
-                "1",
-            ],
-            "afsd-test-dag-processor": [airflow, "dag-processor"],
-        }
-        for name, command in commands.items():
-            if self.sb.systemctl("is-active", name, check=False).stdout.strip() == "active":
-                continue
-            self.sb.systemctl("reset-failed", name, check=False)
-            self.sb.exec("systemd-run", f"--unit={name}", *self._service_properties(), *command)
+        """The API server (Airflow 3 tasks need it) and the DAG processor, from their units."""
+        self.sb.systemctl("start", "airflow-api-server.service", "airflow-dag-processor.service")
         url = f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health"
-        self.wait_for(lambda: _http_ok(url), 120, "the API server", unit="afsd-test-api-server")
+        self.wait_for(lambda: _http_ok(url), 60, "the API server", unit="airflow-api-server.service")
 
     def airflow(self, *args: str) -> str:
         """Run the `airflow` CLI inside, as the airflow user, with the services' settings."""
@@ -151,8 +154,9 @@ class Deployment:
             lambda: self.sql(f"SELECT count(*) FROM dag WHERE dag_id = '{name}'") == "1",
             120,
             f"DAG {name} to be parsed",
-            unit="afsd-test-dag-processor",
+            unit="airflow-dag-processor.service",
         )
+        self.sql(f"UPDATE dag SET is_paused = false WHERE dag_id = '{name}'")  # retire() paused it
         return name
 
     def trigger(self, dag_id: str) -> str:
@@ -183,7 +187,9 @@ class Deployment:
 
     # --- observing units -------------------------------------------------------------
     def props(self, unit: str = SCHEDULER) -> dict[str, str]:
-        names = "ActiveState,SubState,Result,MainPID,NRestarts,StatusText,ControlGroup,ExecMainStatus"
+        names = (
+            "ActiveState,SubState,Result,MainPID,ControlPID,NRestarts,StatusText,ControlGroup,ExecMainStatus"
+        )
         out = self.sb.systemctl("show", "-p", names, unit).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
@@ -216,15 +222,18 @@ class Deployment:
         return {int(a): int(b) for a, b in (line.split() for line in out.splitlines())}
 
     def strays(self, unit: str = SCHEDULER) -> set[int]:
-        """Processes in the unit's cgroup that do not descend from its current main process."""
-        main = int(self.props(unit)["MainPID"])
+        """Processes in the unit's cgroup that descend neither from its current main process nor
+        from its control process (ExecStopPost=, the alert, runs between two main processes)."""
+        pids = self.cgroup_pids(unit)
         tree = self.process_tree()
+        props = self.props(unit)  # last: a control process seen above is still known here
+        roots = {int(props["MainPID"]), int(props.get("ControlPID") or 0)} - {0}
         strays = set()
-        for pid in self.cgroup_pids(unit):
+        for pid in pids & tree.keys():  # one that is gone already survived nothing
             p = pid
-            while p not in (main, 0, 1) and p in tree:
+            while p not in roots | {0, 1} and p in tree:
                 p = tree[p]
-            if p != main:
+            if p not in roots:
                 strays.add(pid)
         return strays
 
@@ -245,6 +254,10 @@ class Deployment:
         return self.sb.exec(
             "journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat", check=False
         ).stdout
+
+    def stop_all(self) -> None:
+        self.sb.systemctl("stop", "airflow.target", "airflow-*.service", check=False)
+        self.sb.systemctl("reset-failed", "airflow-*.service", check=False)
 
     def reset(self, unit: str = SCHEDULER) -> None:
         self.sb.systemctl("stop", unit, check=False)

@@ -116,18 +116,43 @@ def test_shipped_unit_verifies_but_for_the_missing_binary():
     assert problems == []
 
 
+def test_every_shipped_service_verifies_and_exposure_is_at_most_1_5(tmp_path):
+    names = units.shipped_units()
+    assert {
+        "airflow-api-server.service",
+        "airflow-dag-processor.service",
+        "airflow-triggerer.service",
+        "airflow-webserver.service",
+        "airflow-db-migrate.service",
+        "airflow-db-clean.timer",
+    } <= set(names)
+    for name in names:
+        (tmp_path / name).write_text(_runnable_here((UNIT_FILES / name).read_text()))
+    (tmp_path / units.TARGET_UNIT).write_text((UNIT_FILES / units.TARGET_UNIT).read_text())
+    result = _analyze("verify", *(str(tmp_path / n) for n in names))
+    assert (result.returncode, result.stderr.strip()) == (0, "")
+    for name in names:
+        if name.endswith(".service"):
+            assert _exposure(UNIT_FILES / name) <= 1.5, name
+
+
 def test_shipped_unit_exposure_is_at_most_1_5():
     assert _exposure(SHIPPED_UNIT) <= 1.5
 
 
-def test_relaxed_drop_in_verifies(tmp_path):
-    unit = tmp_path / units.SCHEDULER_UNIT
-    unit.write_text(
-        SHIPPED_UNIT.read_text()
-        .replace("ExecStart=/usr/bin/airflow-systemd", "ExecStart=/bin/true")
+def _runnable_here(text: str) -> str:
+    """A shipped unit that `verify` can check on this host: no airflow user, no binary."""
+    return (
+        text.replace("/usr/bin/airflow-systemd", "/bin/true")
         .replace("User=airflow", "User=root")
         .replace("Group=airflow", "Group=root")
     )
+
+
+def test_relaxed_drop_in_verifies(tmp_path):
+    for name in units.shipped_units():  # the scheduler Requires= the db-migrate unit
+        (tmp_path / name).write_text(_runnable_here((UNIT_FILES / name).read_text()))
+    unit = tmp_path / units.SCHEDULER_UNIT
     (tmp_path / units.TARGET_UNIT).write_text((UNIT_FILES / units.TARGET_UNIT).read_text())
     dropins = tmp_path / f"{units.SCHEDULER_UNIT}.d"
     dropins.mkdir()
@@ -168,6 +193,7 @@ def test_render_custom_user_home_and_venv():
     shipped = set(_keys(SHIPPED_UNIT.read_text()))
     assert shipped - set(keys) == {
         "ExecStart=/usr/bin/airflow-systemd scheduler",
+        "ExecStopPost=-+/usr/bin/airflow-systemd alert %n",
         "User=airflow",
         "Group=airflow",
         "Environment=AIRFLOW_HOME=/var/lib/airflow",
@@ -233,26 +259,31 @@ def test_rendered_units_verify(tmp_path):
         # What a venv under /root renders to, with directories that exist here.
         ("/var/lib/airflow", units.Sandbox("airflow", (), "tmpfs", ("/usr/lib",), ("/var/tmp",))),
     ]:
-        unit = tmp_path / units.SCHEDULER_UNIT
         (tmp_path / units.TARGET_UNIT).write_text(units.render_target())
         # verify needs a user that exists and warns about nobody ("not safe"); security
         # marks root and nobody down but does not look the user up.
         for user, group in [("root", "root"), ("airflow", "airflow")]:
-            unit.write_text(
-                units.render_scheduler(
-                    user=user,
-                    group=group,
-                    airflow_home=home,
-                    venv=str(venv),
-                    env_file="/etc/default/airflow",
-                    sandbox=sandbox,
+            rendered = []
+            for name in units.shipped_units():
+                rendered.append(tmp_path / name)
+                rendered[-1].write_text(
+                    units.render_service(
+                        name,
+                        user=user,
+                        group=group,
+                        airflow_home=home,
+                        venv=str(venv),
+                        env_file="/etc/default/airflow",
+                        sandbox=sandbox,
+                    )
                 )
-            )
             if user == "root":
-                result = _analyze("verify", str(unit), str(tmp_path / units.TARGET_UNIT))
-                assert (result.returncode, result.stderr.strip()) == (0, ""), unit.read_text()
+                result = _analyze("verify", *map(str, rendered), str(tmp_path / units.TARGET_UNIT))
+                assert (result.returncode, result.stderr.strip()) == (0, ""), result.stderr
             else:
-                assert _exposure(unit) <= 1.5, unit.read_text()
+                for unit in rendered:
+                    if unit.suffix == ".service":
+                        assert _exposure(unit) <= 1.5, unit.read_text()
 
 
 def test_render_fails_loudly_on_a_template_without_an_expected_line():
@@ -279,6 +310,10 @@ def _install_argv(unit_dir: Path, *extra: str) -> list[str]:
         str(unit_dir),
         "--env-file",
         str(unit_dir / "airflow.env"),
+        "--alert-config",
+        str(unit_dir / "alert.conf"),
+        "--catalog-dir",
+        str(unit_dir / "catalog"),
         "--no-reload",
         *extra,
     ]
@@ -410,18 +445,27 @@ def test_uninstall_removes_only_marked_files(tmp_path, capsys):
     dropins = tmp_path / f"{units.SCHEDULER_UNIT}.d"
     dropins.mkdir()
 
-    assert _run(["uninstall-units", "--unit-dir", str(tmp_path), "--no-reload"]) == 0
+    assert (
+        _run(["uninstall-units", "--unit-dir", str(tmp_path), "--catalog-dir", str(tmp_path), "--no-reload"])
+        == 0
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [hand_written.name, mentions.name, other.name, dropins.name]
     )
-    assert _run(["uninstall-units", "--unit-dir", str(tmp_path), "--no-reload"]) == 0
+    assert (
+        _run(["uninstall-units", "--unit-dir", str(tmp_path), "--catalog-dir", str(tmp_path), "--no-reload"])
+        == 0
+    )
     assert "nothing to remove" in capsys.readouterr().err
 
 
 def test_uninstall_dry_run_lists_and_keeps(tmp_path, capsys):
     ours = tmp_path / units.SCHEDULER_UNIT
     ours.write_text(units.MARKER + "\n")
-    assert _run(["uninstall-units", "--unit-dir", str(tmp_path), "--dry-run"]) == 0
+    assert (
+        _run(["uninstall-units", "--unit-dir", str(tmp_path), "--catalog-dir", str(tmp_path), "--dry-run"])
+        == 0
+    )
     assert capsys.readouterr().out.split() == [str(ours)]
     assert ours.exists()
 

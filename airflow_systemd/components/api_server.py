@@ -1,0 +1,10 @@
+"""The API server (Airflow 3): `airflow api-server`; its health endpoint needs no login."""
+
+from airflow_systemd.components.http import HttpService
+
+SERVICE = HttpService(
+    command="api-server",
+    title="API server",
+    health_path="/api/v2/monitor/health",
+    host_arg="host",
+)

@@ -1,0 +1,27 @@
+"""The start-up steps every component goes through before Airflow's own command runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from airflow_systemd import airflow_support, database
+from airflow_systemd.lifecycle import Lifecycle
+
+
+def prepare(
+    life: Lifecycle, command: str, airflow_args: list[str], *, check_schema: bool = True
+) -> argparse.Namespace:
+    """Load Airflow, check the arguments, wait for the database, check its schema.
+
+    Returns the parsed `airflow COMMAND` arguments.
+    """
+    life.step("loading Airflow")
+    database.set_connect_timeout()
+    airflow_support.load_airflow()
+    parsed = airflow_support.validate_arguments(command, airflow_args)
+    life.step("connecting to the metadata database")
+    database.wait_until_reachable(life)
+    if check_schema:
+        life.step("checking the metadata database schema")
+        database.require_current_schema()
+    return parsed

@@ -1,0 +1,244 @@
+"""Journald-native logging and alerting, under the real journald and systemd of the sandbox.
+
+The alert tests point the shipped alert command (ExecStopPost=, OnFailure=) at a real HTTP
+server started here on the host: the container shares the host's network. Each starts from
+an empty alert state; the only thing they change is /etc/airflow-systemd/alert.conf.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import airflow
+import pytest
+
+from airflow_systemd import journal
+from tests.support.receiver import Receiver
+from tests.system.deployment import FAULTS_INSIDE, SCHEDULER, WATCHDOG, running_loop
+
+ALERT_CONFIG = "/etc/airflow-systemd/alert.conf"
+ALERT_STATE = "/var/lib/airflow-systemd-alert"
+MAX_ALERTS = 2
+LOOP_FAULT = dict(
+    PYTHONPATH=FAULTS_INSIDE,
+    AFSD_TEST_FAULT="loop-exception",
+    AFSD_TEST_OUT="/var/lib/airflow/fault.json",
+)
+
+
+# --cursor, and the cursor's own entry dropped, rather than --after-cursor: given a match that
+# the cursor's entry does not satisfy, journalctl 252 skips the first entry that does.
+def since(d, cursor: str, *matches: str) -> list[dict]:
+    """The journal entries after ``cursor`` that satisfy ``matches`` (journalctl arguments)."""
+    out = d.sb.exec("journalctl", f"--cursor={cursor}", "--no-pager", "-o", "json", *matches).stdout
+    entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [e for e in entries if e["__CURSOR"] != cursor]
+
+
+def events(d, cursor: str, message_id: str) -> list[dict]:
+    return since(d, cursor, "-u", SCHEDULER, f"MESSAGE_ID={message_id}")
+
+
+def messages(d, cursor: str, *matches: str) -> list[str]:
+    return [str(e.get("MESSAGE", "")) for e in since(d, cursor, "-u", SCHEDULER, *matches)]
+
+
+def explained(d, cursor: str, message_id: str) -> str:
+    """What `journalctl -x` says about the events since ``cursor``."""
+    return d.sb.exec(
+        "journalctl", "-x", "--no-pager", f"--cursor={cursor}", f"MESSAGE_ID={message_id}"
+    ).stdout
+
+
+@pytest.fixture
+def alerts(unit):
+    """A webhook receiver on the host, and alert.conf pointing at it; yields the receiver."""
+    with Receiver() as receiver:
+        unit.sb.exec("rm", "-rf", ALERT_STATE)
+        unit.sb.write_file(
+            ALERT_CONFIG,
+            f"[alert]\nmax_alerts = {MAX_ALERTS}\nwindow = 1h\ntimeout = 5s\n"
+            f"[webhook]\nurl = {receiver.url}\n",
+            mode=0o600,
+        )
+        try:
+            yield receiver
+        finally:
+            unit.reset()  # its ExecStopPost= still alerts while the receiver is up
+            unit.sb.exec("rm", "-f", ALERT_CONFIG)
+
+
+def test_lifecycle_events_and_airflow_records_carry_their_fields(unit):
+    cursor = unit.cursor()
+    unit.sb.systemctl("start", SCHEDULER)
+    unit.sb.systemctl("stop", SCHEDULER)
+    (ready,) = events(unit, cursor, journal.READY)
+    assert (ready["PRIORITY"], ready["SYSLOG_IDENTIFIER"], ready["AIRFLOW_COMPONENT"]) == (
+        "6",
+        "airflow-scheduler",
+        "scheduler",
+    )
+    assert ready["MESSAGE"].startswith("ready after ") and float(ready["STARTUP_SECONDS"]) > 0
+    (stopping,) = events(unit, cursor, journal.STOPPING)
+    assert (stopping["SIGNAL"], stopping["PRIORITY"]) == ("SIGTERM", "6")
+    # Airflow's own records: native entries too, with the component's identity and a priority.
+    airflow = [
+        e for e in since(unit, cursor, "-u", SCHEDULER) if str(e.get("LOGGER", "")).startswith("airflow.")
+    ]
+    assert airflow, "no entry from Airflow's own loggers"
+    assert {e["AIRFLOW_COMPONENT"] for e in airflow} == {"scheduler"}
+    assert {e["SYSLOG_IDENTIFIER"] for e in airflow} == {"airflow-scheduler"}
+    assert {e["PRIORITY"] for e in airflow} <= {"3", "4", "6", "7"}
+    # journalctl -x explains it from the installed catalog.
+    text = explained(unit, cursor, journal.READY)
+    assert "Subject: Airflow scheduler is ready" in text
+    assert "told systemd READY=1" in text
+
+
+@pytest.mark.skipif(not airflow.__version__.startswith("3."), reason="Airflow 2.10 keeps task logs out of it")
+def test_task_log_lines_in_the_scheduler_journal_carry_dag_run_task_and_try(unit):
+    # Airflow 3's LocalExecutor copies each task's log lines to the scheduler's log.
+    unit.sb.systemctl("start", SCHEDULER)
+    unit.start_companions()
+    dag = unit.add_dag("afsd_hardening_probe")
+    cursor = unit.cursor()
+    run = unit.trigger(dag)
+    try:
+        unit.wait_for(lambda: unit.run_state(dag, run) in ("success", "failed"), 180, "the DAG run to finish")
+        lines = since(unit, cursor, "-u", SCHEDULER, f"DAG_ID={dag}", f"RUN_ID={run}", "TASK_ID=probe")
+        assert lines, "no entry with the task's fields"
+        assert {e["TRY_NUMBER"] for e in lines} == {"1"}
+        assert {e["AIRFLOW_COMPONENT"] for e in lines} == {"scheduler"}
+        assert any("AFSD-PROBE-OK" in e["MESSAGE"] for e in lines)
+    finally:
+        unit.retire(dag)
+
+
+def test_database_unreachable_is_an_event_per_attempt(unit):
+    # Services start after the migration unit (if installed), which needs the database once.
+    unit.sb.systemctl("start", "airflow-db-migrate.service", check=False)
+    cursor = unit.cursor()
+    unit.pg.stop()
+    unit.sb.systemctl("start", "--no-block", SCHEDULER)
+    unit.wait_for(lambda: events(unit, cursor, journal.DB_UNREACHABLE), 60, "the DB unreachable event")
+    unit.pg.start()
+    unit.wait_for(lambda: running_loop(unit), 120, "the scheduler to run once the database is back")
+    first = events(unit, cursor, journal.DB_UNREACHABLE)[0]
+    assert (first["PRIORITY"], first["ATTEMPT"]) == ("4", "1")
+    assert first["DB_ERROR"] and first["MESSAGE"] == f"metadata database unreachable: {first['DB_ERROR']}"
+    assert "cannot reach its metadata database" in explained(unit, cursor, journal.DB_UNREACHABLE)
+
+
+def test_config_error_is_one_err_entry_and_one_alert(unit, alerts):
+    cursor = unit.cursor()
+    unit.configure(AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="often")
+    assert unit.sb.systemctl("start", SCHEDULER, check=False).returncode != 0
+    unit.wait_for(lambda: unit.state() == "failed/failed", 60, "failed")
+    (error,) = events(unit, cursor, journal.CONFIG_ERROR)
+    assert error["PRIORITY"] == "3" and "scheduler_heartbeat_sec" in error["REASON"].lower()
+    errors = messages(unit, cursor, "-p", "err")
+    assert [line for line in errors if "configuration error" in line] == [error["MESSAGE"]]
+    (payload,) = alerts.wait_for(1, 30)
+    time.sleep(3)  # the OnFailure= alert runs right after: it must add nothing
+    assert len(alerts.bodies) == 1, alerts.bodies
+    assert (payload["unit"], payload["kind"], payload["result"], payload["exit_status"]) == (
+        SCHEDULER,
+        "down",
+        "exit-code",
+        "78",
+    )
+    assert payload["last_error"] == error["MESSAGE"]
+
+
+def test_a_crash_is_alerted_once_and_the_restart_says_so(unit, alerts):
+    unit.configure(**LOOP_FAULT, AFSD_TEST_FAULT_ONCE="/var/lib/airflow/fault.once")
+    cursor = unit.cursor()
+    unit.sb.systemctl("start", SCHEDULER)
+    unit.sb.exec(
+        "install", "-o", "airflow", "-g", "airflow", "-m", "0644", "/dev/null", "/var/lib/airflow/fault.once"
+    )
+    (payload,) = alerts.wait_for(1, 60)
+    delivered_at = alerts.posts[0][0]
+    unit.wait_for(lambda: int(unit.props()["NRestarts"]) == 1 and running_loop(unit), 120, "the restart")
+    (crashed,) = events(unit, cursor, journal.CRASHED)
+    assert (crashed["PRIORITY"], crashed["EXCEPTION_TYPE"]) == ("3", "RuntimeError")
+    assert crashed["EXCEPTION_MESSAGE"] == "injected fault in the scheduler loop"
+    assert (payload["unit"], payload["kind"], payload["result"], payload["exit_status"]) == (
+        SCHEDULER,
+        "failed",
+        "exit-code",
+        "1",
+    )
+    assert payload["last_error"] == crashed["MESSAGE"]
+    assert payload["exception"] == {"type": "RuntimeError", "message": "injected fault in the scheduler loop"}
+    assert SCHEDULER in payload["summary"] and "exit-code" in payload["summary"]
+    (restarted,) = events(unit, cursor, journal.RESTARTED_AFTER_FAILURE)
+    assert (restarted["PREVIOUS_RESULT"], restarted["PREVIOUS_EXIT_STATUS"]) == ("exit-code", "1")
+    assert restarted["PREVIOUS_INVOCATION_ID"] == payload["invocation_id"]
+    assert restarted["_SYSTEMD_INVOCATION_ID"] != payload["invocation_id"]
+    latency = delivered_at - int(crashed["__REALTIME_TIMESTAMP"]) / 1e6
+    print(f"\ncrash -> alert delivered after {latency:.2f}s")
+    assert latency < 10
+    assert len(alerts.bodies) == 1
+
+
+def test_a_watchdog_kill_is_alerted_once(unit, alerts):
+    unit.sb.systemctl("start", SCHEDULER)
+    cursor = unit.cursor()
+    unit.pg.freeze()
+    try:
+        unit.wait_for(
+            lambda: any("Watchdog timeout" in m for m in messages(unit, cursor)),
+            WATCHDOG + 30,
+            "the watchdog",
+        )
+    finally:
+        unit.pg.thaw()
+    (payload,) = alerts.wait_for(1, 60)
+    delivered_at = alerts.posts[0][0]
+    unit.wait_for(lambda: int(unit.props()["NRestarts"]) == 1 and running_loop(unit), 150, "the restart")
+    timeout = next(
+        e for e in since(unit, cursor, "-u", SCHEDULER) if "Watchdog timeout" in e.get("MESSAGE", "")
+    )
+    assert (payload["kind"], payload["result"], payload["exit_status"]) == ("failed", "watchdog", "ABRT")
+    assert payload["exit_code"] in ("dumped", "killed")
+    assert "Watchdog timeout" in payload["last_error"]
+    assert SCHEDULER in payload["summary"] and "watchdog" in payload["summary"]
+    latency = delivered_at - int(timeout["__REALTIME_TIMESTAMP"]) / 1e6
+    print(f"\nwatchdog timeout -> alert delivered after {latency:.2f}s")
+    assert latency < 10
+    assert len(alerts.bodies) == 1
+
+
+def test_a_loop_iteration_near_the_watchdog_limit_is_a_warning(unit):
+    unit.sb.systemctl("start", SCHEDULER)
+    unit.wait_for(lambda: running_loop(unit), 60, "the loop")
+    cursor = unit.cursor()
+    unit.pg.freeze()
+    time.sleep(WATCHDOG * 0.65)  # past half the watchdog interval, well before all of it
+    unit.pg.thaw()
+    near = unit.wait_for(lambda: events(unit, cursor, journal.WATCHDOG_NEAR_MISS), 30, "the near-miss event")
+    assert near[0]["PRIORITY"] == "4" and near[0]["WATCHDOG_SECONDS"] == str(WATCHDOG)
+    assert WATCHDOG / 2 < float(near[0]["ITERATION_SECONDS"]) < WATCHDOG
+    assert "more than half of WatchdogSec" in explained(unit, cursor, journal.WATCHDOG_NEAR_MISS)
+
+
+def test_a_crash_loop_is_alerted_once_per_failure_within_the_limit_then_once_for_giving_up(unit, alerts):
+    unit.configure(**LOOP_FAULT)  # every run fails
+    cursor = unit.cursor()
+    unit.sb.systemctl("start", "--no-block", SCHEDULER)
+    unit.wait_for(lambda: unit.state() == "failed/failed", 300, "systemd to give up (start limit)")
+    assert any("Start request repeated too quickly" in m for m in messages(unit, cursor))
+    alerts.wait_for(MAX_ALERTS + 1, 30)
+    time.sleep(3)  # nothing more may come
+    failures = [b for b in alerts.bodies if b["kind"] == "failed"]
+    down = [b for b in alerts.bodies if b["kind"] == "down"]
+    runs = [e["_SYSTEMD_INVOCATION_ID"] for e in events(unit, cursor, journal.CRASHED)]
+    assert len(runs) == 5  # StartLimitBurst=5
+    assert [b["invocation_id"] for b in failures] == runs[:MAX_ALERTS]  # the first, then the limit
+    (final,) = down
+    assert final["start_limit_hit"] and "gave up restarting it (start limit hit" in final["summary"]
+    assert final["held_back"] == len(runs) - MAX_ALERTS
+    assert final["invocation_id"] == runs[-1]
+    assert len(alerts.bodies) == MAX_ALERTS + 1

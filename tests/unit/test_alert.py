@@ -1,0 +1,556 @@
+"""alert.py: configuration, the rate limit, what an alert says, and real delivery.
+
+systemd's answers (unit properties, journal entries) are substituted; channels are real: a
+local HTTP server, a command, a stand-in sendmail. Also the alert's part of install-units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_systemd import alert, journal, units
+from tests.support.receiver import Receiver
+
+UNIT = "airflow-scheduler.service"
+SHIPPED = {"Restart": "on-failure", "RestartPreventExitStatus": "78", "RestartForceExitStatus": ""}
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="checks access as another user: needs root")
+
+
+class FakeSystemd(alert.Systemd):
+    def __init__(self, props=None, entries=()):
+        self.props = SHIPPED if props is None else props
+        self.entries = list(entries)
+
+    def show(self, unit, *props):
+        return dict(self.props)
+
+    def journal(self, unit):
+        return list(self.entries)
+
+
+def entry(message, priority=3, invocation="inv1", **fields):
+    return {"MESSAGE": message, "PRIORITY": str(priority), "_SYSTEMD_INVOCATION_ID": invocation, **fields}
+
+
+def after_run(result="exit-code", code="exited", status="1", invocation="inv1"):
+    return {"SERVICE_RESULT": result, "EXIT_CODE": code, "EXIT_STATUS": status, "INVOCATION_ID": invocation}
+
+
+def unit_failed(result="exit-code", code="exited", status="1", invocation="inv1"):
+    return {
+        "MONITOR_SERVICE_RESULT": result,
+        "MONITOR_EXIT_CODE": code,
+        "MONITOR_EXIT_STATUS": status,
+        "MONITOR_INVOCATION_ID": invocation,
+        "MONITOR_UNIT": UNIT,
+    }
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def test_shipped_template_sets_no_channel_and_works_uncommented(tmp_path):
+    text = units.template_text(units.ALERT_CONFIG_TEMPLATE)
+    template = tmp_path / "alert.conf"
+    template.write_text(text)
+    assert alert.load_config(str(template)) == alert.Settings()
+    # Its commented-out settings ("#key = value", "#[section]") are a working example.
+    template.write_text(re.sub(r"^#(?=\w+ = |\[)", "", text, flags=re.MULTILINE))
+    settings = alert.load_config(str(template))
+    assert settings.max_alerts == 3 and settings.window == 3600
+    assert [type(c) for c in settings.channels] == [alert.Webhook, alert.Email, alert.Command]
+
+
+def test_missing_config_means_no_channel(tmp_path):
+    assert alert.load_config(str(tmp_path / "missing.conf")).channels == ()
+
+
+def test_config_with_every_channel(tmp_path):
+    config = tmp_path / "alert.conf"
+    config.write_text(
+        "[alert]\nmax_alerts = 2\nwindow = 30min\ntimeout = 5s\nerror_lines = 4\n"
+        "[webhook:ops]\nurl = https://example.com/hook?a=%20\n"
+        "header = Authorization: Bearer x\n  X-Team: data\n"
+        "[webhook:chat]\nurl = http://chat.local/hooks/1\nslack = yes\n"
+        "[email]\nto = a@example.com, b@example.com\nfrom = airflow@example.com\n"
+        "[command]\ncommand = /usr/local/bin/page --service 'air flow'\n"
+    )
+    settings = alert.load_config(str(config))
+    assert (settings.max_alerts, settings.window, settings.timeout, settings.error_lines) == (2, 1800, 5, 4)
+    assert settings.channels == (
+        alert.Webhook(
+            "webhook:ops",
+            "https://example.com/hook?a=%20",
+            False,
+            (("Authorization", "Bearer x"), ("X-Team", "data")),
+        ),
+        alert.Webhook("webhook:chat", "http://chat.local/hooks/1", True),
+        alert.Email("email:email", ("a@example.com", "b@example.com"), "airflow@example.com"),
+        alert.Command("command:command", ("/usr/local/bin/page", "--service", "air flow")),
+    )
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[slack]\nurl = x\n", "unknown section [slack]"),
+        ("[webhook]\nurl = https://x\nslak = true\n", "no key slak"),
+        ("[webhook]\nurl = ftp://x\n", "http:// or https://"),
+        ("[alert]\nmax_alerts = 0\n", "at least 1"),
+        ("[alert]\nwindow = soon\n", "expected a duration"),
+        ("[email]\nfrom = a@b\n", "to = is required"),
+        ("[command]\ncommand =\n", "command = is required"),
+        ("[webhook]\nurl = https://x\nheader = no colon\n", "Name: value"),
+        ("no section\n", "File contains no section headers"),
+    ],
+)
+def test_config_problems_say_what_to_fix(tmp_path, text, problem):
+    config = tmp_path / "alert.conf"
+    config.write_text(text)
+    with pytest.raises(alert.ConfigProblem, match=re.escape(problem)):
+        alert.load_config(str(config))
+
+
+def test_durations():
+    assert [alert.parse_duration(t, "k") for t in ("90", "90s", "5min", "1h", "2d", "250ms")] == [
+        90,
+        90,
+        300,
+        3600,
+        172800,
+        0.25,
+    ]
+
+
+# --- what systemd will do, what an alert says ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "result, code, status, props, restarts",
+    [
+        ("exit-code", "exited", "1", SHIPPED, True),
+        ("exit-code", "exited", "78", SHIPPED, False),
+        ("watchdog", "dumped", "ABRT", SHIPPED, True),
+        ("signal", "killed", "KILL", {**SHIPPED, "RestartPreventExitStatus": "78 KILL"}, False),
+        ("success", "exited", "0", SHIPPED, False),
+        ("exit-code", "exited", "1", {"Restart": "no"}, False),
+        ("exit-code", "exited", "3", {"Restart": "no", "RestartForceExitStatus": "3"}, True),
+        ("exit-code", "exited", "1", {"Restart": "on-abnormal"}, False),
+        ("watchdog", "dumped", "ABRT", {"Restart": "on-watchdog"}, True),
+        ("core-dump", "dumped", "SEGV", {"Restart": "on-abort"}, True),
+        ("success", "exited", "0", {"Restart": "always"}, True),
+    ],
+)
+def test_will_restart_follows_systemd(result, code, status, props, restarts):
+    assert alert.will_restart(result, code, status, props) is restarts
+
+
+def test_describe_end():
+    assert alert.describe_end({"result": "exit-code", "exit_code": "exited", "exit_status": "1"}) == (
+        "result 'exit-code', exit status 1"
+    )
+    assert alert.describe_end({"result": "watchdog", "exit_code": "dumped", "exit_status": "ABRT"}) == (
+        "result 'watchdog', signal ABRT (core dumped)"
+    )
+    assert alert.describe_end({}) == "result 'unknown'"
+
+
+def test_unit_names():
+    assert alert.unit_name("airflow-scheduler") == UNIT
+    assert alert.unit_name(UNIT) == UNIT
+    assert alert.unit_name("airflow-db-clean.timer") == "airflow-db-clean.timer"
+
+
+# --- one alert per failure, rate-limited -----------------------------------------------------
+
+
+def test_rate_limit_lets_the_first_of_a_loop_through_and_counts_what_it_holds_back():
+    settings = alert.Settings(max_alerts=2, window=3600)
+    state: dict = {}
+    failed = {"result": "exit-code"}
+    outcomes = [alert.admit(state, None, 0, settings, final=False)]  # after a good run: first
+    outcomes += [alert.admit(state, failed, t, settings, final=False) for t in (10, 20, 30)]
+    outcomes.append(alert.admit(state, failed, 40, settings, final=True))  # the unit stays down
+    outcomes.append(alert.admit(state, {"result": "success"}, 50, settings, final=False))  # new loop
+    outcomes.append(alert.admit(state, failed, 3700, settings, final=False))  # window moved on
+    assert outcomes == [0, 0, None, None, 2, 0, 0]
+
+
+def test_a_clean_stop_is_recorded_and_not_alerted(tmp_path):
+    env = after_run(result="success", code="exited", status="0")
+    assert alert.alert(UNIT, env, alert.Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path)) is None
+    stop = alert.previous_stop(UNIT, str(tmp_path))
+    assert (stop["result"], stop["invocation_id"], stop["restarts"]) == ("success", "inv1", False)
+    mode = stat.S_IMODE((tmp_path / f"{UNIT}.json").stat().st_mode)
+    assert mode == 0o644  # the service reads it at start
+
+
+def test_a_failure_names_the_unit_the_result_and_the_last_error_of_that_run(tmp_path):
+    entries = [
+        entry("an error of an earlier run", invocation="inv0"),
+        entry("Exception when executing SchedulerJob._run_scheduler_loop\nTraceback ...", priority=3),
+        entry("a warning", priority=4),
+        entry(
+            "airflow-systemd scheduler: failed with RuntimeError: injected",
+            MESSAGE_ID=journal.CRASHED,
+            EXCEPTION_TYPE="RuntimeError",
+            EXCEPTION_MESSAGE="injected",
+        ),
+    ]
+    payload = alert.alert(
+        UNIT,
+        after_run(),
+        alert.Settings(),
+        systemd=FakeSystemd(entries=entries),
+        state_dir=str(tmp_path),
+        now=0,
+    )
+    assert payload["unit"] == UNIT
+    assert (payload["kind"], payload["result"], payload["exit_status"], payload["restarts"]) == (
+        "failed",
+        "exit-code",
+        "1",
+        True,
+    )
+    assert payload["errors"] == [
+        "Exception when executing SchedulerJob._run_scheduler_loop",
+        "airflow-systemd scheduler: failed with RuntimeError: injected",
+    ]
+    assert payload["last_error"] == "airflow-systemd scheduler: failed with RuntimeError: injected"
+    assert payload["exception"] == {"type": "RuntimeError", "message": "injected"}
+    assert payload["summary"].startswith(f"{UNIT} failed on ")
+    assert "result 'exit-code', exit status 1" in payload["summary"]
+    assert payload["summary"].endswith(": airflow-systemd scheduler: failed with RuntimeError: injected")
+    assert payload["journal"] == "journalctl _SYSTEMD_INVOCATION_ID=inv1 + INVOCATION_ID=inv1"
+    assert payload["time"] == "1970-01-01T00:00:00+00:00"
+
+
+def test_a_crash_loop_alerts_its_first_failure_then_no_more_than_the_limit(tmp_path):
+    settings = alert.Settings(max_alerts=2, window=3600)
+    sent, start = [], time.time()
+    for i in range(6):
+        payload = alert.alert(
+            UNIT,
+            after_run(invocation=f"inv{i}"),
+            settings,
+            systemd=FakeSystemd(),
+            state_dir=str(tmp_path),
+            now=start + 20 * i,
+        )
+        sent.append(payload and payload["invocation_id"])
+    assert sent == ["inv0", "inv1", None, None, None, None]
+    later = alert.alert(
+        UNIT,
+        after_run(invocation="inv6"),
+        settings,
+        systemd=FakeSystemd(),
+        state_dir=str(tmp_path),
+        now=start + 4000,
+    )
+    assert later["held_back"] == 4 and "4 earlier failure alert(s) held back" in later["summary"]
+
+
+def test_a_failure_systemd_does_not_restart_is_one_alert(tmp_path):
+    args = dict(systemd=FakeSystemd(), state_dir=str(tmp_path))
+    payload = alert.alert(UNIT, after_run(status="78"), alert.Settings(), **args)
+    assert (payload["kind"], payload["restarts"]) == ("down", False)
+    assert "stays down" in payload["summary"]
+    assert alert.alert(UNIT, unit_failed(status="78"), alert.Settings(), **args) is None
+
+
+def test_giving_up_after_restarts_is_alerted_once(tmp_path):
+    entries = [entry("airflow-scheduler.service: Start request repeated too quickly.", priority=4)]
+    args = dict(systemd=FakeSystemd(entries=entries), state_dir=str(tmp_path))
+    settings = alert.Settings(max_alerts=1)
+    assert alert.alert(UNIT, after_run(invocation="inv0"), settings, **args)["kind"] == "failed"
+    assert alert.alert(UNIT, after_run(), settings, **args) is None  # held back by the limit
+    payload = alert.alert(UNIT, unit_failed(), settings, **args)  # the limit does not apply
+    assert (payload["kind"], payload["start_limit_hit"], payload["held_back"]) == ("down", True, 1)
+    assert "gave up restarting it (start limit hit" in payload["summary"]
+    assert alert.alert(UNIT, unit_failed(), settings, **args) is None  # a second OnFailure run
+
+
+def test_a_unit_failed_with_no_run_recorded_is_alerted(tmp_path):
+    payload = alert.alert(
+        UNIT, unit_failed(), alert.Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path)
+    )
+    assert payload["kind"] == "down"
+
+
+def test_dry_run_records_nothing(tmp_path):
+    payload = alert.alert(
+        UNIT, after_run(), alert.Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path), dry_run=True
+    )
+    assert payload["kind"] == "failed"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_by_hand_it_reports_the_current_state():
+    props = {
+        "Result": "watchdog",
+        "ExecMainCode": "3",
+        "ExecMainStatus": "6",
+        "InvocationID": "inv9",
+        "ActiveState": "activating",
+        "SubState": "auto-restart",
+    }
+    payload = alert.alert(UNIT, {}, alert.Settings(), systemd=FakeSystemd(props=props))
+    assert (payload["kind"], payload["exit_code"], payload["exit_status"]) == ("status", "dumped", "ABRT")
+    assert "activating/auto-restart" in payload["summary"]
+
+
+# --- delivery ------------------------------------------------------------------------------
+
+
+def _payload():
+    return alert.build_payload(
+        UNIT,
+        {"result": "exit-code", "exit_code": "exited", "exit_status": "1", "invocation_id": "inv1"},
+        "failed",
+        {"errors": ["boom"], "exception": None, "start_limit_hit": False},
+        0,
+        0,
+        "host1",
+    )
+
+
+def test_webhooks_get_the_json_or_a_slack_message():
+    with Receiver() as receiver:
+        settings = alert.Settings(
+            channels=(
+                alert.Webhook("webhook:json", receiver.url, headers=(("Authorization", "Bearer t"),)),
+                alert.Webhook("webhook:slack", receiver.url, slack=True),
+            )
+        )
+        assert alert.deliver(settings, _payload()) == 2
+        bodies = sorted(receiver.bodies, key=lambda b: "text" in b)
+    assert bodies[0] == _payload()
+    assert bodies[1] == {"text": _payload()["summary"] + "\n```\nboom\n```"}
+    headers = next(h for _, b, h in receiver.posts if "unit" in b)
+    assert headers["Authorization"] == "Bearer t"
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_command_and_mail_channels(tmp_path):
+    out = tmp_path / "command.json"
+    sendmail = tmp_path / "sendmail"
+    sendmail.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\ncat > {tmp_path}/mail\n')
+    sendmail.chmod(0o755)
+    settings = alert.Settings(
+        channels=(
+            alert.Command(
+                "command:c",
+                (sys.executable, "-c", f"import sys; open({str(out)!r}, 'w').write(sys.stdin.read())"),
+            ),
+            alert.Email("email:e", ("a@example.com", "b@example.com"), "airflow@example.com", str(sendmail)),
+        )
+    )
+    assert alert.deliver(settings, _payload()) == 2
+    assert json.loads(out.read_text()) == _payload()
+    assert (tmp_path / "args").read_text().split() == ["-t", "-oi"]
+    mail = (tmp_path / "mail").read_text()
+    assert "To: a@example.com, b@example.com" in mail
+    assert "From: airflow@example.com" in mail
+    assert f"Subject: [airflow-systemd] {UNIT} failed on host1" in mail
+    assert "  boom" in mail
+
+
+def test_a_failing_channel_is_logged_and_the_others_still_get_it(caplog_airflow_systemd):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with Receiver() as good, Receiver(status=500) as bad:
+        settings = alert.Settings(
+            timeout=5,
+            channels=(
+                alert.Webhook("webhook:good", good.url),
+                alert.Webhook("webhook:500", bad.url),
+                alert.Webhook("webhook:closed", f"http://127.0.0.1:{port}/hooks/secret"),
+                alert.Command("command:false", ("false",)),
+            ),
+        )
+        assert alert.deliver(settings, _payload()) == 1
+        assert len(good.bodies) == 1
+    text = caplog_airflow_systemd.getvalue()
+    assert "webhook:500 failed: HTTP 500" in text
+    assert "webhook:closed failed: POST to http://127.0.0.1:" in text
+    assert "secret" not in text  # a webhook URL's path is its secret
+    assert "command:false failed: false exited with status 1" in text
+    assert "delivered to webhook:good" in text
+
+
+@pytest.fixture
+def caplog_airflow_systemd():
+    """What the airflow_systemd logger writes (it does not propagate, so caplog misses it)."""
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    journal.log.addHandler(handler)
+    journal.log.setLevel(logging.INFO)
+    yield stream
+    journal.log.removeHandler(handler)
+
+
+def _alert_command(tmp_path, config_text, env):
+    config = tmp_path / "alert.conf"
+    config.write_text(config_text)
+    command = [sys.executable, "-m", "airflow_systemd", "alert", "airflow-scheduler"]
+    return subprocess.run(
+        [*command, "--config", str(config), "--state-dir", str(tmp_path / "state")],
+        env={**os.environ, "PYTHONPATH": os.getcwd(), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_command_exits_0_when_every_channel_fails(tmp_path):
+    with Receiver(status=503) as receiver:
+        result = _alert_command(tmp_path, f"[webhook]\nurl = {receiver.url}\n", after_run())
+        assert len(receiver.bodies) == 1
+    assert result.returncode == 0
+    assert "webhook:webhook failed: HTTP 503" in result.stderr
+    assert json.loads((tmp_path / "state" / f"{UNIT}.json").read_text())["last_stop"]["result"] == "exit-code"
+
+
+def test_a_hanging_channel_is_given_up_on_in_time(tmp_path):
+    with Receiver(delay=30) as receiver:
+        t0 = time.monotonic()
+        result = _alert_command(
+            tmp_path, f"[alert]\ntimeout = 1s\n[webhook]\nurl = {receiver.url}\n", after_run()
+        )
+        elapsed = time.monotonic() - t0
+    assert result.returncode == 0
+    assert "webhook:webhook failed" in result.stderr
+    assert elapsed < 10
+
+
+def test_a_broken_config_is_logged_and_the_run_still_recorded(tmp_path):
+    result = _alert_command(tmp_path, "[webhook]\nurl = nowhere\n", after_run())
+    assert result.returncode == 0
+    assert "url must be an http:// or https:// URL" in result.stderr
+    assert (tmp_path / "state" / f"{UNIT}.json").exists()
+
+
+# --- install-units -------------------------------------------------------------------------
+
+
+def test_alert_unit_runs_the_venvs_command_and_verifies(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "airflow-systemd").symlink_to("/bin/true")
+    text = units.render_alert_unit(str(venv))
+    assert text.splitlines()[0] == units.MARKER
+    assert f"ExecStart={venv}/bin/airflow-systemd alert %i" in text.splitlines()
+    instance = tmp_path / "airflow-alert@airflow-scheduler.service"
+    instance.write_text(text)
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    result = subprocess.run(["systemd-analyze", "verify", str(instance)], capture_output=True, text=True)
+    assert (result.returncode, result.stderr.strip()) == (0, "")
+
+
+def test_a_non_default_alert_config_is_passed_to_the_alert_commands():
+    unit = units.with_alert_config(
+        "ExecStart=/v/bin/airflow-systemd scheduler\nExecStopPost=-+/v/bin/airflow-systemd alert %n\n",
+        "/srv/alert.conf",
+    )
+    assert unit.splitlines() == [
+        "ExecStart=/v/bin/airflow-systemd scheduler",
+        "ExecStopPost=-+/v/bin/airflow-systemd alert %n --config /srv/alert.conf",
+    ]
+    assert units.with_alert_config(unit, units.DEFAULT_ALERT_CONFIG) == unit
+    assert "alert %i --config /srv/alert.conf" in units.render_alert_unit("/v", "/srv/alert.conf")
+
+
+@needs_root
+def test_install_writes_the_alert_unit_the_catalog_and_the_channels_template(tmp_path, capsys):
+    args = ["install-units", "--unit-dir", str(tmp_path), "--env-file", str(tmp_path / "env")]
+    args += [
+        "--alert-config",
+        str(tmp_path / "etc" / "alert.conf"),
+        "--catalog-dir",
+        str(tmp_path / "catalog"),
+    ]
+    args += ["--user", "nobody", "--airflow-home", "/var/lib/airflow-units-test", "--no-reload"]
+    parser = units.argparse.ArgumentParser()
+    units.register(parser.add_subparsers())
+    parsed = parser.parse_args(args)
+    assert parsed.func(parsed) == 0, capsys.readouterr().err
+    alert_unit = (tmp_path / units.ALERT_UNIT).read_text()
+    assert (
+        f"ExecStart={sys.prefix}/bin/airflow-systemd alert %i --config {tmp_path}/etc/alert.conf"
+        in alert_unit
+    )
+    scheduler = (tmp_path / units.SCHEDULER_UNIT).read_text().splitlines()
+    assert (
+        f"ExecStopPost=-+{sys.prefix}/bin/airflow-systemd alert %n --config {tmp_path}/etc/alert.conf"
+        in scheduler
+    )
+    assert "OnFailure=airflow-alert@%N.service" in scheduler
+    catalog = (tmp_path / "catalog" / units.CATALOG).read_text()
+    assert catalog.startswith(units.MARKER) and journal.CRASHED in catalog
+    config = tmp_path / "etc" / "alert.conf"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert config.read_text() == units.template_text(units.ALERT_CONFIG_TEMPLATE)
+    assert "skipped journalctl --update-catalog" in capsys.readouterr().err
+
+
+@needs_root
+def test_code_the_service_user_can_change_is_refused():
+    account = units.resolve_account("nobody", None)
+    parent = Path(tempfile.mkdtemp(prefix="airflow-systemd-alert-", dir="/var/cache"))
+    try:
+        parent.chmod(0o755)
+        venv = parent / "venv"
+        (venv / "lib").mkdir(parents=True)
+        (venv / "lib" / "module.py").write_text("")
+        units.refuse_code_writable_by(account, [str(venv)])  # root's: fine
+        os.chown(venv / "lib" / "module.py", account.uid, account.gid)
+        with pytest.raises(units.Refusal, match=r"nobody can write to .*/venv/lib/module\.py.* as root"):
+            units.refuse_code_writable_by(account, [str(venv)])
+        os.chown(venv / "lib" / "module.py", 0, 0)
+        os.chown(parent, account.uid, account.gid)  # could swap the whole venv
+        with pytest.raises(units.Refusal, match=f"nobody can write to {parent}:"):
+            units.refuse_code_writable_by(account, [str(venv)])
+    finally:
+        shutil.rmtree(parent)
+
+
+def test_uninstall_does_not_stop_templates(tmp_path, monkeypatch):
+    (tmp_path / units.SCHEDULER_UNIT).write_text(units.MARKER + "\n")
+    (tmp_path / units.ALERT_UNIT).write_text(units.MARKER + "\n")
+    catalog_dir = tmp_path / "catalog"
+    catalog_dir.mkdir()
+    (catalog_dir / units.CATALOG).write_text(units.MARKER + "\n")
+    calls = []
+    monkeypatch.setattr(units, "_systemd_booted", lambda: True)
+    monkeypatch.setattr(units, "_systemctl", lambda *args: calls.append(args))
+    monkeypatch.setattr(units, "_update_catalog", lambda d: calls.append(("update-catalog", d)))
+    parser = units.argparse.ArgumentParser()
+    units.register(parser.add_subparsers())
+    parsed = parser.parse_args(
+        ["uninstall-units", "--unit-dir", str(tmp_path), "--catalog-dir", str(catalog_dir)]
+    )
+    assert parsed.func(parsed) == 0
+    assert calls == [
+        ("disable", "--now", units.SCHEDULER_UNIT),
+        ("update-catalog", str(catalog_dir)),
+        ("daemon-reload",),
+    ]
+    assert list(tmp_path.iterdir()) == [catalog_dir] and not list(catalog_dir.iterdir())

@@ -1,0 +1,294 @@
+"""journal.py: what reaches the journal, with which fields, and what stays as it was.
+
+The native path is checked through systemd-python's JournalHandler with a recording
+``sender_function``; the real journald is the system tests' business.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from airflow_systemd import alert, journal
+from airflow_systemd.lifecycle import Lifecycle
+from airflow_systemd.notify import Watchdog
+from airflow_systemd.probe import LoopProbe
+
+pytest.importorskip("systemd.journal")
+
+
+class Sent(list):
+    """What the handler would have sent: one dict of fields per entry."""
+
+    def __call__(self, MESSAGE, **fields):
+        self.append({"MESSAGE": MESSAGE, **{k: str(v) for k, v in fields.items() if k.isupper()}})
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """The airflow_systemd logger set up as under the journal, sending to a list."""
+    entries = Sent()
+    monkeypatch.setattr(journal, "is_journal_stream", lambda fd, environ=None: True)
+    monkeypatch.setattr(
+        journal,
+        "_native_handler",
+        lambda: journal._NativeHandler(sender_function=entries, **journal._identity),
+    )
+    journal.setup("scheduler")
+    yield entries
+    journal.setup("test")  # back to plain stderr lines
+    monkeypatch.undo()
+    journal.setup("test")
+
+
+def test_priority_follows_journal_handler():
+    from systemd.journal import JournalHandler
+
+    for level in (
+        5,
+        logging.DEBUG,
+        15,
+        logging.INFO,
+        logging.WARNING,
+        35,
+        logging.ERROR,
+        logging.CRITICAL,
+        60,
+    ):
+        assert journal.priority(level) == JournalHandler.map_priority(level)
+
+
+def test_message_ids_are_distinct_128_bit_ids():
+    ids = list(journal.EVENTS)
+    assert len(ids) == len(set(ids)) == 7
+    assert all(len(i) == 32 and int(i, 16) for i in ids)
+
+
+def test_catalog_explains_every_event():
+    from airflow_systemd import units
+
+    text = units.template_text(journal.CATALOG)
+    entries = {line[3:].strip() for line in text.splitlines() if line.startswith("-- ")}
+    assert entries == set(journal.EVENTS)
+
+
+def test_is_journal_stream_compares_device_and_inode():
+    a, b = socket.socketpair()
+    try:
+        st = os.fstat(a.fileno())
+        assert journal.is_journal_stream(a.fileno(), {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        assert not journal.is_journal_stream(b.fileno(), {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        assert not journal.is_journal_stream(a.fileno(), {})
+        assert not journal.is_journal_stream(a.fileno(), {"JOURNAL_STREAM": "garbage"})
+    finally:
+        a.close()
+        b.close()
+
+
+def test_event_is_a_native_entry_with_its_fields(sent):
+    assert journal.active()
+    journal.event(journal.READY, "ready after 1.0s: running", STARTUP_SECONDS="1.0", SKIPPED=None)
+    journal.event(journal.CRASHED, "failed", level=logging.ERROR, EXCEPTION_TYPE="RuntimeError")
+    ready, crashed = sent
+    assert ready["MESSAGE"] == "ready after 1.0s: running"
+    assert ready["MESSAGE_ID"] == journal.READY
+    assert ready["PRIORITY"] == "6"
+    assert ready["SYSLOG_IDENTIFIER"] == "airflow-scheduler"
+    assert ready["AIRFLOW_COMPONENT"] == "scheduler"
+    assert ready["STARTUP_SECONDS"] == "1.0"
+    assert "SKIPPED" not in ready
+    assert (crashed["PRIORITY"], crashed["EXCEPTION_TYPE"]) == ("3", "RuntimeError")
+
+
+def test_outside_the_journal_lines_are_as_before(capfd):
+    journal.setup("scheduler")
+    assert not journal.active()
+    journal.event(journal.READY, "ready after 1.0s")
+    assert capfd.readouterr().err == "INFO airflow-systemd: ready after 1.0s\n"
+
+
+def test_without_systemd_python_lines_get_priority_prefixes(tmp_path):
+    """stderr is the journal stream but systemd-python is missing: <N> prefixes, per line."""
+    script = textwrap.dedent(
+        """
+        import logging, os, sys
+        sys.modules["systemd"] = None  # not importable
+        st = os.fstat(2)
+        os.environ["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        from airflow_systemd import journal
+        journal.setup("triggerer")
+        assert journal.active()
+        journal.event(journal.DB_UNREACHABLE, "unreachable", level=logging.WARNING)
+        journal.log.error("two\\nlines")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ["<4>unreachable", "<3>two", "<3>lines"]
+
+
+def test_airflow_fields_from_keys_and_from_a_task_instance():
+    assert journal.airflow_fields(
+        {"dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 2, "map_index": -1, "other": 1}
+    ) == {"DAG_ID": "d", "RUN_ID": "r", "TASK_ID": "t", "TRY_NUMBER": "2"}
+
+    class TI:
+        dag_id, run_id, task_id, try_number, map_index = "d2", "r2", "t2", 1, 3
+
+    assert journal.airflow_fields({"task_instance": TI()}) == {
+        "DAG_ID": "d2",
+        "RUN_ID": "r2",
+        "TASK_ID": "t2",
+        "TRY_NUMBER": "1",
+        "MAP_INDEX": "3",
+    }
+    assert journal.airflow_fields({"msg": "x"}) == {}
+
+
+@pytest.fixture
+def console(monkeypatch):
+    """A logger with a console handler on a stream that counts as the journal."""
+    stream = io.StringIO()
+    logger = logging.getLogger("afsd-test-airflow")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    handler.addFilter(lambda record: setattr(record, "msg", str(record.msg).replace("s3cret", "***")) or True)
+    logger.handlers = [handler]
+    monkeypatch.setattr(journal, "_journal_streams", lambda: (stream,))
+    yield logger, handler, stream
+    logger.handlers = []
+
+
+def test_airflow_console_records_become_entries_with_their_text_and_fields(sent, console):
+    logger, _, stream = console
+    journal.adopt_airflow_logging()
+    logger.warning("password s3cret for %s", "x", extra={"dag_id": "etl", "task_id": "load"})
+    logger.debug("below the level")
+    entry = sent[-1]
+    assert entry["MESSAGE"] == "[WARNING] password *** for x"  # its formatter, its filters
+    assert (entry["PRIORITY"], entry["DAG_ID"], entry["TASK_ID"]) == ("4", "etl", "load")
+    assert entry["LOGGER"] == "afsd-test-airflow"
+    assert entry["SYSLOG_IDENTIFIER"] == "airflow-scheduler"
+    assert stream.getvalue() == ""
+    assert len(sent) == 1
+
+
+def test_a_redirected_console_writes_where_it_points(sent, console):
+    logger, original, _ = console
+    journal.adopt_airflow_logging()
+    elsewhere = io.StringIO()
+    original.stream = elsewhere  # as Airflow 2.10 does with sys.stdout in task processes
+    logger.error("to the task log")
+    assert elsewhere.getvalue() == "[ERROR] to the task log\n"
+    assert sent == []
+
+
+def test_file_handlers_are_left_alone(sent, tmp_path, monkeypatch):
+    logger = logging.getLogger("afsd-test-task")
+    logger.propagate = False
+    handler = logging.FileHandler(tmp_path / "task.log")
+    logger.handlers = [handler]
+    monkeypatch.setattr(journal, "_journal_streams", lambda: (sys.__stdout__,))
+    journal.adopt_airflow_logging()
+    assert logger.handlers == [handler]
+    logger.warning("task line")
+    handler.close()
+    assert (tmp_path / "task.log").read_text() == "task line\n"
+    assert sent == []
+
+
+def test_structlog_events_become_entries_with_their_fields(sent, monkeypatch):
+    structlog = pytest.importorskip("structlog")
+    stream = io.StringIO()
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    monkeypatch.setattr(journal, "_journal_streams", lambda: (stream,))
+    try:
+        structlog.get_logger("airflow.task").info("hello")  # used before: holds the same list
+        journal.adopt_airflow_logging()
+        structlog.get_logger("airflow.task").error("Task failed", dag_id="etl", run_id="r1", try_number=2)
+    finally:
+        structlog.reset_defaults()
+    assert stream.getvalue().count("\n") == 1  # only the line from before
+    entry = sent[-1]
+    assert "Task failed" in entry["MESSAGE"] and "dag_id=etl" in entry["MESSAGE"]
+    assert (entry["PRIORITY"], entry["DAG_ID"], entry["RUN_ID"], entry["TRY_NUMBER"]) == (
+        "3",
+        "etl",
+        "r1",
+        "2",
+    )
+
+
+def test_own_unit_reads_the_cgroup(tmp_path):
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text("0::/system.slice/airflow-scheduler.service\n")
+    assert journal.own_unit(str(cgroup)) == "airflow-scheduler.service"
+    cgroup.write_text("0::/user.slice/user-0.slice/session-1.scope\n")
+    assert journal.own_unit(str(cgroup)) is None
+    assert journal.own_unit(str(tmp_path / "missing")) is None
+
+
+def test_restart_after_failure_is_reported_from_the_alert_state(sent, tmp_path, monkeypatch):
+    monkeypatch.setattr(alert, "STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(journal, "own_unit", lambda: "airflow-scheduler.service")
+    journal.report_restart_after_failure()  # no record: a first start
+    stop = {"result": "watchdog", "exit_code": "dumped", "exit_status": "ABRT", "invocation_id": "abc"}
+    (tmp_path / "airflow-scheduler.service.json").write_text(
+        json.dumps({"last_stop": {**stop, "time": time.time()}})
+    )
+    journal.report_restart_after_failure()
+    (entry,) = sent
+    assert entry["MESSAGE_ID"] == journal.RESTARTED_AFTER_FAILURE
+    assert entry["PRIORITY"] == "4"
+    assert (entry["PREVIOUS_RESULT"], entry["PREVIOUS_INVOCATION_ID"]) == ("watchdog", "abc")
+    assert "signal ABRT (core dumped)" in entry["MESSAGE"]
+    # A clean stop, or a record from another boot, is no failure to report.
+    for record in (
+        {**stop, "result": "success", "time": time.time()},
+        {**stop, "time": alert.booted_at() - 60},
+    ):
+        (tmp_path / "airflow-scheduler.service.json").write_text(json.dumps({"last_stop": record}))
+        journal.report_restart_after_failure()
+    assert len(sent) == 1
+
+
+def test_loop_iteration_longer_than_half_the_watchdog_is_a_near_miss(sent):
+    class Notifier:
+        watchdog_interval = 4.0
+
+        def send(self, *lines):
+            pass
+
+    now = [100.0]
+    notifier = Notifier()
+    life = Lifecycle("airflow-systemd scheduler", notifier, 10)
+    probe = LoopProbe(life, Watchdog(notifier, clock=lambda: now[0]), clock=lambda: now[0])
+    for step in (30.0, 1.0, 1.9, 2.5, 1.0):  # the first includes start-up: never a near miss
+        now[0] += step
+        probe.iteration_done()
+    near = [e for e in sent if e.get("MESSAGE_ID") == journal.WATCHDOG_NEAR_MISS]
+    assert len(near) == 1
+    assert (near[0]["ITERATION_SECONDS"], near[0]["WATCHDOG_SECONDS"], near[0]["PRIORITY"]) == (
+        "2.500",
+        "4",
+        "4",
+    )
