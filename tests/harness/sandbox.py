@@ -5,7 +5,9 @@ see /work/shared/systemd-sandbox/NOTES.md):
 
 * The container root is an overlayfs whose lower layer is the host's own ``/`` (so the host's
   Python and virtualenvs are there without copying) and whose upper/work dirs live on a fresh
-  tmpfs: every ``up()`` starts pristine and nothing leaks back to the host.
+  tmpfs: every ``up()`` starts pristine and nothing leaks back to the host. ``lower=`` puts
+  another root tree there instead, e.g. a clean Debian made with mmdebstrap, on which an
+  installed package finds only what it depends on (tests/package). It is never written to.
 * Host units we don't want inside (postgresql, timers, getty...) are masked by symlinking them
   to /dev/null in the upper layer; journald is volatile with rate limiting off.
 * ``systemd-nspawn --boot`` runs systemd as PID 1 of its own PID namespace.
@@ -102,8 +104,10 @@ class Sandbox:
         binds_ro: Sequence[os.PathLike | str] = (),
         private_network: bool = False,
         state_dir: os.PathLike | str = DEFAULT_STATE_DIR,
+        lower: os.PathLike | str = "/",
     ) -> None:
         self.name = name
+        self.lower = str(lower)
         self.binds = tuple(str(p) for p in binds)
         self.binds_ro = tuple(str(p) for p in binds_ro)
         self.private_network = private_network
@@ -115,7 +119,7 @@ class Sandbox:
         self._popen: subprocess.Popen | None = None
 
     def __repr__(self) -> str:
-        return f"Sandbox(name={self.name!r}, root={str(self.root)!r})"
+        return f"Sandbox(name={self.name!r}, root={str(self.root)!r}, lower={self.lower!r})"
 
     def __enter__(self) -> Sandbox:
         self.up()
@@ -177,7 +181,7 @@ class Sandbox:
         _run("mount", "-t", "tmpfs", "-o", "mode=0755,size=50%", f"{self.name}-upper", self.mnt)
         for d in ("upper", "work", "root"):
             (self.mnt / d).mkdir()
-        options = f"lowerdir=/,upperdir={self.mnt}/upper,workdir={self.mnt}/work"
+        options = f"lowerdir={self.lower},upperdir={self.mnt}/upper,workdir={self.mnt}/work"
         _run("mount", "-t", "overlay", "-o", options, f"{self.name}-root", self.root)
 
         etc = self.root / "etc"
@@ -473,6 +477,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--bind", action="append", help="host path bind-mounted rw at the same path")
     parser.add_argument("--bind-ro", action="append", default=[], help="same, read-only")
     parser.add_argument("--private-network", action="store_true")
+    parser.add_argument("--lower", default="/", help="root tree under the overlay (default: the host's /)")
     parser.add_argument("--timeout", type=float, default=60, help="boot timeout in seconds")
     parser.add_argument("command", choices=("up", "exec", "down", "status", "root", "logs"))
     parser.add_argument("args", nargs=argparse.REMAINDER, help="for exec: CMD [ARG..]")
@@ -482,6 +487,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         binds=opts.bind if opts.bind is not None else (REPO_ROOT,),
         binds_ro=opts.bind_ro,
         private_network=opts.private_network,
+        lower=opts.lower,
     )
     try:
         return _run_cli_command(sb, opts)

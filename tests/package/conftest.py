@@ -1,0 +1,81 @@
+"""Package tests: the .deb built from this tree, installed on a clean Debian 12 under systemd."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.sandbox import DEFAULT_STATE_DIR, Sandbox
+from tests.package import artifacts
+
+NAME_PREFIX = "afsdpkg"
+# Higher than any version debian/changelog has: the package the upgrade tests install.
+UPGRADE_VERSION_SUFFIX = "+upgradetest1"
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "package tests need root (dpkg-buildpackage's installs, mmdebstrap, systemd-nspawn)"
+    for tool in ("dpkg-buildpackage", "mmdebstrap", "lintian", "systemd-nspawn", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found: run scripts/bootstrap (it installs the build dependencies)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def debs() -> tuple[Path, Path]:
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)  # CI counts a skip as a failure
+    return artifacts.build_debs(UPGRADE_VERSION_SUFFIX)
+
+
+@pytest.fixture(scope="session")
+def deb(debs) -> Path:
+    return debs[0]
+
+
+@pytest.fixture(scope="session")
+def upgrade_deb(debs) -> Path:
+    return debs[1]
+
+
+@pytest.fixture(scope="session")
+def debian_root() -> Path:
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    return artifacts.debian_root()
+
+
+def _remove_machines_of_dead_sessions() -> None:
+    for state in DEFAULT_STATE_DIR.glob(f"{NAME_PREFIX}*"):
+        pid = state.name[len(NAME_PREFIX) :]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            Sandbox(name=state.name).down()
+
+
+@pytest.fixture(scope="session")
+def machine(deb: Path, upgrade_deb: Path, debian_root: Path) -> Iterator[Sandbox]:
+    """A clean Debian 12 booted with systemd, the two packages' directories mounted read-only.
+
+    It shares the host's network (apt fetches the Depends from Debian's mirror), so the
+    Airflow services bind their default ports (API server 8080, log servers 8793/8794) on
+    the host's loopback.
+    """
+    _remove_machines_of_dead_sessions()
+    sb = Sandbox(
+        name=f"{NAME_PREFIX}{os.getpid()}",
+        lower=debian_root,
+        binds=(),
+        binds_ro=(deb.parent, upgrade_deb.parent),
+    )
+    try:
+        sb.up()
+        yield sb
+    finally:
+        sb.down()
