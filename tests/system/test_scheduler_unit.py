@@ -17,6 +17,7 @@ OUTAGE = float(os.environ.get("AFSD_DB_OUTAGE_SECONDS", "180"))
 
 
 def test_start_returns_only_after_ready_and_status_shows_the_loop(unit):
+    unit.sb.systemctl("start", "airflow-db-migrate.service")  # the scheduler Requires= it
     unit.sb.systemctl("start", "--no-block", SCHEDULER)
     time.sleep(0.5)
     assert unit.state() == "activating/start"  # Type=notify: no READY=1 yet
