@@ -222,23 +222,3 @@ def test_a_loop_iteration_near_the_watchdog_limit_is_a_warning(unit):
     assert near[0]["PRIORITY"] == "4" and near[0]["WATCHDOG_SECONDS"] == str(WATCHDOG)
     assert WATCHDOG / 2 < float(near[0]["ITERATION_SECONDS"]) < WATCHDOG
     assert "more than half of WatchdogSec" in explained(unit, cursor, journal.WATCHDOG_NEAR_MISS)
-
-
-def test_a_crash_loop_is_alerted_once_per_failure_within_the_limit_then_once_for_giving_up(unit, alerts):
-    unit.configure(**LOOP_FAULT)  # every run fails
-    cursor = unit.cursor()
-    unit.sb.systemctl("start", "--no-block", SCHEDULER)
-    unit.wait_for(lambda: unit.state() == "failed/failed", 300, "systemd to give up (start limit)")
-    assert any("Start request repeated too quickly" in m for m in messages(unit, cursor))
-    alerts.wait_for(MAX_ALERTS + 1, 30)
-    time.sleep(3)  # nothing more may come
-    failures = [b for b in alerts.bodies if b["kind"] == "failed"]
-    down = [b for b in alerts.bodies if b["kind"] == "down"]
-    runs = [e["_SYSTEMD_INVOCATION_ID"] for e in events(unit, cursor, journal.CRASHED)]
-    assert len(runs) == 5  # StartLimitBurst=5
-    assert [b["invocation_id"] for b in failures] == runs[:MAX_ALERTS]  # the first, then the limit
-    (final,) = down
-    assert final["start_limit_hit"] and "gave up restarting it (start limit hit" in final["summary"]
-    assert final["held_back"] == len(runs) - MAX_ALERTS
-    assert final["invocation_id"] == runs[-1]
-    assert len(alerts.bodies) == MAX_ALERTS + 1
