@@ -221,21 +221,42 @@ class Deployment:
         out = self.sb.exec("ps", "-e", "-o", "pid=,ppid=").stdout
         return {int(a): int(b) for a, b in (line.split() for line in out.splitlines())}
 
-    def strays(self, unit: str = SCHEDULER) -> set[int]:
+    def strays(self, unit: str = SCHEDULER, settle: float = 2.0) -> set[int]:
         """Processes in the unit's cgroup that descend neither from its current main process nor
-        from its control process (ExecStopPost=, the alert, runs between two main processes)."""
+        from its control process (ExecStopPost=, the alert, runs between two main processes),
+        and are still there, still unrooted, ``settle`` seconds later.
+
+        One snapshot alone is racy: a control process that ends between reading the process
+        table and reading ControlPID looks unrooted, and so does a process systemd is still
+        killing while the unit stops. A process that *survived* is there both times.
+        """
+        first = self._unrooted(unit)
+        if not first:
+            return first
+        time.sleep(settle)
+        return first & self._unrooted(unit)
+
+    def assert_no_strays(self, unit: str = SCHEDULER) -> None:
+        strays = self.strays(unit)
+        if strays:
+            listing = self.sb.exec(
+                "ps", "-o", "pid,ppid,stat,args", "-p", ",".join(map(str, strays)), check=False
+            ).stdout
+            raise AssertionError(f"survivors in {unit} ({self.state(unit)}):\n{listing}")
+
+    def _unrooted(self, unit: str) -> set[int]:
         pids = self.cgroup_pids(unit)
         tree = self.process_tree()
-        props = self.props(unit)  # last: a control process seen above is still known here
+        props = self.props(unit)
         roots = {int(props["MainPID"]), int(props.get("ControlPID") or 0)} - {0}
-        strays = set()
+        unrooted = set()
         for pid in pids & tree.keys():  # one that is gone already survived nothing
             p = pid
             while p not in roots | {0, 1} and p in tree:
                 p = tree[p]
             if p not in roots:
-                strays.add(pid)
-        return strays
+                unrooted.add(pid)
+        return unrooted
 
     def cursor(self) -> str:
         out = self.sb.exec("journalctl", "-n", "0", "--show-cursor", "--no-pager").stdout

@@ -77,7 +77,7 @@ def test_frozen_database_watchdog_kills_then_it_recovers_after_the_thaw(unit):
         "restart and scheduling after the thaw",
     )
     assert unit.props()["MainPID"] != first_main
-    assert not unit.strays()
+    unit.assert_no_strays()
 
 
 def test_database_outage_ends_active_again_without_operator_action(unit):
@@ -87,7 +87,7 @@ def test_database_outage_ends_active_again_without_operator_action(unit):
     unit.wait_for(lambda: unit.props()["ExecMainStatus"] == "1", 30, "exit 1 after the database went away")
     end = time.monotonic() + OUTAGE
     while time.monotonic() < end:
-        assert not unit.strays(), "a process of an earlier main process survived"
+        unit.assert_no_strays()
         assert unit.props()["Result"] != "start-limit-hit"
         time.sleep(5)
     assert "waiting for the metadata database" in unit.journal(cursor)
@@ -97,7 +97,7 @@ def test_database_outage_ends_active_again_without_operator_action(unit):
     restarts = int(unit.props()["NRestarts"])
     assert 1 <= restarts <= 2, f"{restarts} restarts for one outage"
     assert "Start request repeated too quickly" not in unit.journal(cursor)
-    assert not unit.strays()
+    unit.assert_no_strays()
 
 
 def test_loop_exception_with_stubborn_descendants_empties_the_cgroup_and_restarts(unit):
@@ -120,7 +120,7 @@ def test_loop_exception_with_stubborn_descendants_empties_the_cgroup_and_restart
     report = json.loads(unit.sb.exec("cat", "/var/lib/airflow/fault.json").stdout)
     for pid in (report["child"], report["grandchild"]):
         assert unit.sb.exec("test", "-d", f"/proc/{pid}", check=False).returncode != 0, report
-    assert not unit.strays()
+    unit.assert_no_strays()
     assert int(unit.props()["NRestarts"]) == 1
 
 
