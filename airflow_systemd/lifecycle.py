@@ -204,13 +204,32 @@ def _handle_stop_signals(life: Lifecycle) -> None:
 
             def handler(sig, frame):
                 life.stop_requested(sig)
-                return component_handler(sig, frame)
+                component_handler(sig, frame)
+                if os.getpid() != life._pid and not _exists(life._pid):
+                    # Airflow's handlers do nothing in a forked child (LocalExecutor workers,
+                    # dag-processor helpers): the main process ends them. After SIGKILL or the
+                    # watchdog's SIGABRT there is no main process any more, and systemd's
+                    # SIGTERM to the rest of the cgroup would be ignored until its SIGKILL,
+                    # TimeoutStopSec later, delaying the restart. A handler that returned
+                    # (did not raise) ignored the signal: take the default action instead.
+                    signal.signal(sig, signal.SIG_DFL)
+                    os.kill(os.getpid(), sig)
 
         return install(signum, handler)
 
     signal.signal = install_with_stop_notice
     for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's process took the PID
+        return True
+    return True
 
 
 _crash_stream = None

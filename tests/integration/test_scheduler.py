@@ -7,10 +7,12 @@ systemd. Bounds are generous: these tests assert behaviour; bench/ measures spee
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
 
+import psutil
 import psycopg2
 import pytest
 
@@ -129,6 +131,25 @@ def test_exception_in_loop_kills_stubborn_and_setsid_descendants(start_scheduler
     status = sched.peer.with_field("STATUS")[-1]
     assert "RuntimeError: injected fault" in status.fields["STATUS"]
     assert status.at <= failed
+
+
+def test_descendants_obey_sigterm_once_the_main_process_is_gone(start_scheduler):
+    # SIGKILL or the watchdog's SIGABRT leaves no time for clean-up in the main process;
+    # systemd (KillMode=control-group) then SIGTERMs the rest of the cgroup. Airflow's
+    # SIGTERM handler returns without acting in a forked child (the LocalExecutor workers),
+    # so without help they would outlive it until SIGKILL, TimeoutStopSec later.
+    sched = start_scheduler()
+    ready(sched)
+    left = sched.descendants()
+    assert left, "expected helper processes (executor workers, serve-logs)"
+    sched.proc.kill()
+    sched.wait(10)
+    for pid in alive(left):
+        os.kill(pid, signal.SIGTERM)  # what systemd sends to the remaining processes
+    deadline = time.monotonic() + 10
+    while alive(left) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(left), {pid: psutil.Process(pid).cmdline() for pid in alive(left)}
 
 
 def test_children_never_see_the_notify_variables(start_scheduler):

@@ -116,7 +116,8 @@ class PgCluster:
 
     def freeze(self) -> None:
         for proc in self._processes():
-            proc.send_signal(signal.SIGSTOP)
+            with contextlib.suppress(psutil.Error):  # a backend that just ended
+                proc.send_signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
         for proc in reversed(self._processes()):
