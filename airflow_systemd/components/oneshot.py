@@ -22,6 +22,9 @@ def db_migrate(life: Lifecycle, airflow_args: list[str]) -> None:
     startup.prepare(life, "db", args, check_schema=False)
     life.step("migrating the metadata database")
     airflow_support.run_airflow_command("db", args)
+    # A oneshot stays "active (exited)": without this, `systemctl status` would keep
+    # showing the step it was in.
+    life.notifier.send("STATUS=the metadata database schema is current")
 
 
 def db_clean(life: Lifecycle, retention_days: int) -> None:

@@ -104,3 +104,18 @@ def test_dag_processor_not_enabled_in_airflow_2_exits_78(start_component):
 # skipped on 3.x: a skip fails the run under CI=true.
 if AIRFLOW_3:
     del test_dag_processor_not_enabled_in_airflow_2_exits_78
+
+
+def test_db_migrate_creates_the_schema_then_says_it_is_current(start_component, pg):
+    pg.sql("CREATE DATABASE fresh_migrate")
+    try:
+        url = pg.url("fresh_migrate")
+        for attempt in ("fresh", "already current"):
+            proc = start_component("db-migrate", db_url=url, watchdog=None)
+            assert proc.wait(300) == 0, f"{attempt}: {proc.text()[-3000:]}"
+            # a oneshot stays "active (exited)" showing its last STATUS=
+            last = proc.peer.with_field("STATUS")[-1].fields["STATUS"]
+            assert last == "the metadata database schema is current", attempt
+        assert pg.sql("SELECT count(*) FROM alembic_version", "fresh_migrate") == "1"
+    finally:
+        pg.sql("DROP DATABASE IF EXISTS fresh_migrate WITH (FORCE)")
