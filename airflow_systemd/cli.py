@@ -139,12 +139,12 @@ def _add_oneshots(sub) -> None:
         parser.set_defaults(func=_run_oneshot, oneshot=name.replace("-", "_"))
 
 
-def _run_oneshot(args: argparse.Namespace, airflow_args: list[str]):
+def _run_oneshot(args: argparse.Namespace, airflow_args: list[str] | None = None):
     from airflow_systemd.components import oneshot
 
     action = getattr(oneshot, args.oneshot)
     if args.oneshot == "db_migrate":
-        main = lambda life: action(life, airflow_args)  # noqa: E731
+        main = lambda life: action(life, airflow_args or [])  # noqa: E731
     else:
         main = lambda life: action(life, args.retention_days)  # noqa: E731
     lifecycle.run(f"airflow-systemd {args.command}", main, stop_timeout=20.0)
