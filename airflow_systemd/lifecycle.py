@@ -150,6 +150,10 @@ def _report(life: Lifecycle, exc: BaseException) -> int:
         _stderr(line)
     _stderr("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
     life.notifier.status(f"failed: {type(exc).__name__}: {reason}")
+    # Ending the descendants takes a few seconds (more for ones that ignore SIGTERM): a
+    # watchdog still armed with the loop's interval could fire meanwhile, and systemd would
+    # then record a watchdog kill (SIGABRT) instead of this crash and its exit status.
+    life.notifier.grant_watchdog(processes.CLEANUP_BOUND)
     return EXIT_FAILURE
 
 

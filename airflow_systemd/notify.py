@@ -71,6 +71,14 @@ class Notifier:
     def extend_timeout(self, seconds: float) -> None:
         self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
 
+    def grant_watchdog(self, seconds: float) -> None:
+        """Re-arm a configured watchdog with at least ``seconds`` from now (WATCHDOG_USEC=,
+        systemd >= 236). For a bounded piece of work that is not the loop, such as the
+        clean-up after a crash; without a watchdog it sends nothing, so none is enabled."""
+        if self.watchdog_interval is not None:
+            usec = int(max(seconds, self.watchdog_interval) * 1_000_000)
+            self.send("WATCHDOG=1", f"WATCHDOG_USEC={usec}")
+
 
 class Watchdog:
     """Paces WATCHDOG=1: at most once per half interval, on the monotonic clock.

@@ -26,7 +26,13 @@ def become_subreaper() -> bool:
     return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
-def terminate_descendants(grace: float = 2.0, rounds: int = 5) -> int:
+GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+ROUNDS = 5
+# Worst case of terminate_descendants: each round waits GRACE for SIGTERM, GRACE for SIGKILL.
+CLEANUP_BOUND = ROUNDS * 2 * GRACE + 10.0
+
+
+def terminate_descendants(grace: float = GRACE, rounds: int = ROUNDS) -> int:
     """SIGTERM every descendant, SIGKILL what is left after ``grace`` seconds, reap them.
 
     Repeats a few rounds because a dying process may fork, and a process killed mid-way may

@@ -246,14 +246,7 @@ def render_service(
             ],
         )
     if sandbox.bind_private_tmp:
-        unit.insert_after(
-            "PrivateTmp=",
-            [
-                "# The virtualenv or its code is under /tmp or /var/tmp, which PrivateTmp=yes",
-                "# replaces with empty ones: mount just those paths back, read-only.",
-                "BindReadOnlyPaths=" + " ".join(_unit_value(p) for p in sandbox.bind_private_tmp),
-            ],
-        )
+        unit.insert_after("PrivateTmp=", _private_tmp_binds(sandbox))
     if sandbox.protect_home != "yes":
         binds = [
             "# The virtualenv or AIRFLOW_HOME is under /home, /root or /run/user:",
@@ -273,11 +266,29 @@ def render_service(
     return "\n".join(_header(name)) + "\n" + unit.text()
 
 
-def render_alert_unit(venv: str, alert_config: str = DEFAULT_ALERT_CONFIG) -> str:
-    """airflow-alert@.service, running the alert from ``venv``."""
+def _private_tmp_binds(sandbox: Sandbox) -> list[str]:
+    return [
+        "# The virtualenv or its code is under /tmp or /var/tmp, which PrivateTmp=yes",
+        "# replaces with empty ones: mount just those paths back, read-only.",
+        "BindReadOnlyPaths=" + " ".join(_unit_value(p) for p in sandbox.bind_private_tmp),
+    ]
+
+
+def render_alert_unit(
+    venv: str, alert_config: str = DEFAULT_ALERT_CONFIG, sandbox: Sandbox | None = None
+) -> str:
+    """airflow-alert@.service, running the alert from ``venv``.
+
+    ``sandbox`` is the services' (:func:`plan_sandbox`): the alert unit has PrivateTmp=yes too,
+    so code under /tmp or /var/tmp is mounted back the same way, or its ExecStart= fails
+    (203/EXEC) and the OnFailure= alert is never sent. None: no code there. Its
+    ProtectHome=read-only leaves code under /home or /root readable as it is.
+    """
     unit = _Lines(template_text(ALERT_UNIT), ALERT_UNIT)
     executable = os.path.join(venv, "bin", "airflow-systemd")
     unit.set("ExecStart=", f"ExecStart={_exec_value(executable)} alert %i")
+    if sandbox is not None and sandbox.bind_private_tmp:
+        unit.insert_after("PrivateTmp=", _private_tmp_binds(sandbox))
     return with_alert_config("\n".join(_header(ALERT_UNIT)) + "\n" + unit.text(), alert_config)
 
 
@@ -599,7 +610,7 @@ def _install(args: argparse.Namespace) -> int:
     }
     rendered[os.path.join(unit_dir, TARGET_UNIT)] = render_target()
     rendered = {path: with_alert_config(text, alert_config) for path, text in rendered.items()}
-    rendered[os.path.join(unit_dir, ALERT_UNIT)] = render_alert_unit(venv, alert_config)
+    rendered[os.path.join(unit_dir, ALERT_UNIT)] = render_alert_unit(venv, alert_config, sandbox)
     rendered[os.path.join(catalog_dir, CATALOG)] = render_catalog()
     if args.dry_run:
         for path, text in rendered.items():

@@ -131,6 +131,10 @@ def test_exception_in_loop_kills_stubborn_and_setsid_descendants(start_scheduler
     status = sched.peer.with_field("STATUS")[-1]
     assert "RuntimeError: injected fault" in status.fields["STATUS"]
     assert status.at <= failed
+    # the clean-up is given time, so systemd sees the crash (exit 1), not a watchdog kill
+    grant = sched.peer.with_field("WATCHDOG_USEC")
+    assert grant and status.at <= grant[-1].at <= failed, [m.fields for m in sched.peer.messages[-3:]]
+    assert int(grant[-1].fields["WATCHDOG_USEC"]) >= 20 * 1_000_000
 
 
 def test_descendants_obey_sigterm_once_the_main_process_is_gone(start_scheduler):

@@ -20,6 +20,9 @@ from tests.system.deployment import FAULTS_INSIDE, SCHEDULER, WATCHDOG, running_
 ALERT_CONFIG = "/etc/airflow-systemd/alert.conf"
 ALERT_STATE = "/var/lib/airflow-systemd-alert"
 MAX_ALERTS = 2
+# The scheduler's OnFailure=airflow-alert@%N.service, and systemd's words when it gives up.
+ALERT_UNIT = f"airflow-alert@{SCHEDULER.removesuffix('.service')}.service"
+START_LIMIT_HIT = "Start request repeated too quickly"
 LOOP_FAULT = dict(
     PYTHONPATH=FAULTS_INSIDE,
     AFSD_TEST_FAULT="loop-exception",
@@ -42,6 +45,13 @@ def events(d, cursor: str, message_id: str) -> list[dict]:
 
 def messages(d, cursor: str, *matches: str) -> list[str]:
     return [str(e.get("MESSAGE", "")) for e in since(d, cursor, "-u", SCHEDULER, *matches)]
+
+
+def start_job_end(d, cursor: str, unit: str) -> dict | None:
+    """systemd's entry that a start job of ``unit`` ended since ``cursor`` (JOB_RESULT done,
+    failed...); None while none has."""
+    ended = [e for e in since(d, cursor, f"UNIT={unit}", "JOB_TYPE=start") if "JOB_RESULT" in e]
+    return ended[-1] if ended else None
 
 
 def explained(d, cursor: str, message_id: str) -> str:
@@ -222,3 +232,40 @@ def test_a_loop_iteration_near_the_watchdog_limit_is_a_warning(unit):
     assert near[0]["PRIORITY"] == "4" and near[0]["WATCHDOG_SECONDS"] == str(WATCHDOG)
     assert WATCHDOG / 2 < float(near[0]["ITERATION_SECONDS"]) < WATCHDOG
     assert "more than half of WatchdogSec" in explained(unit, cursor, journal.WATCHDOG_NEAR_MISS)
+
+
+def test_a_crash_loop_is_alerted_once_per_failure_within_the_limit_then_once_for_giving_up(unit, alerts):
+    unit.configure(**LOOP_FAULT)  # every run fails
+    burst = int(unit.sb.systemctl("show", "-p", "StartLimitBurst", "--value", SCHEDULER).stdout)
+    cursor = unit.cursor()
+    unit.sb.systemctl("start", "--no-block", SCHEDULER)
+    # The shipped RestartSec=10s between runs; each run starts Airflow before it crashes.
+    unit.wait_for(lambda: unit.state() == "failed/failed", 600, "systemd to give up (start limit)")
+    (gave_up,) = [e for e in since(unit, cursor, "-u", SCHEDULER) if START_LIMIT_HIT in e.get("MESSAGE", "")]
+    # The last run's ExecStopPost= alert ended before systemd gave up; once the OnFailure= unit's
+    # start job has ended too, every alert of this crash loop has been delivered or dropped.
+    job = unit.wait_for(lambda: start_job_end(unit, cursor, ALERT_UNIT), 120, ALERT_UNIT, unit=ALERT_UNIT)
+    # A failed one is how the 'down' alert went missing with a checkout under /tmp: the unit's
+    # PrivateTmp=yes hid the virtualenv (status=203/EXEC).
+    assert job["JOB_RESULT"] == "done", unit.journal_tail(ALERT_UNIT)
+    runs = [e["_SYSTEMD_INVOCATION_ID"] for e in events(unit, cursor, journal.CRASHED)]
+    assert len(runs) == burst  # StartLimitBurst= starts, each crashed
+    failures = [b for b in alerts.bodies if b["kind"] == "failed"]
+    assert [b["invocation_id"] for b in failures] == runs[:MAX_ALERTS]  # the first, then the limit
+    (final,) = [b for b in alerts.bodies if b["kind"] == "down"]
+    assert final["start_limit_hit"] and "gave up restarting it (start limit hit" in final["summary"]
+    assert final["held_back"] == len(runs) - MAX_ALERTS
+    assert final["invocation_id"] == runs[-1]
+    # the last run's, which systemd keeps: the crash's exit status, not a watchdog kill during
+    # the clean-up after it (lifecycle grants the clean-up time)
+    assert final["result"] == unit.props()["Result"] == "exit-code"
+    crash = {"type": "RuntimeError", "message": "injected fault in the scheduler loop"}
+    assert [b["exception"] for b in alerts.bodies] == [crash] * len(alerts.bodies)
+    assert len(alerts.bodies) == MAX_ALERTS + 1, alerts.bodies
+    delivered_at = next(t for t, body, _ in alerts.posts if body["kind"] == "down")
+    latency = delivered_at - int(gave_up["__REALTIME_TIMESTAMP"]) / 1e6
+    print(
+        f"\n{len(runs)} crashes: {len(failures)} 'failed' alert(s), then 1 'down' alert, "
+        f"delivered {latency:.2f}s after the start limit hit"
+    )
+    assert latency < 30

@@ -511,6 +511,48 @@ def test_install_writes_the_alert_unit_the_catalog_and_the_channels_template(tmp
     assert "skipped journalctl --update-catalog" in capsys.readouterr().err
 
 
+def test_alert_unit_mounts_code_under_tmp_back_into_its_private_tmp():
+    # A checkout under /tmp, as CI's fresh clone: the alert unit's PrivateTmp=yes hid the venv
+    # and the OnFailure= alert failed with status=203/EXEC: no "down" alert.
+    sandbox = units.plan_sandbox("/var/lib/airflow", ["/tmp/clone/.venvs/a", "/tmp/clone/src", "/usr"])
+    lines = units.render_alert_unit("/tmp/clone/.venvs/a", sandbox=sandbox).splitlines()
+    bind = "BindReadOnlyPaths=/tmp/clone/.venvs/a /tmp/clone/src"
+    assert lines.index(bind) > lines.index("PrivateTmp=yes")
+    elsewhere = units.render_alert_unit(
+        "/opt/venv", sandbox=units.plan_sandbox("/var/lib/airflow", ["/opt/venv"])
+    )
+    assert not [line for line in elsewhere.splitlines() if line.startswith("BindReadOnlyPaths=")]
+
+
+def _bound_read_only(lines: list[str]) -> set[str]:
+    return {
+        p for line in lines if line.startswith("BindReadOnlyPaths=") for p in line.split("=", 1)[1].split()
+    }
+
+
+@needs_root
+def test_install_from_a_venv_under_tmp_lets_the_alert_unit_see_it(tmp_path, capsys):
+    # This virtualenv seen through a path under /tmp, as from a checkout there.
+    parent = Path(tempfile.mkdtemp(prefix="airflow-systemd-alert-", dir="/tmp"))
+    try:
+        parent.chmod(0o755)  # the service's user must reach it (checked as that user)
+        venv = parent / "venv"
+        venv.symlink_to(sys.prefix)
+        args = ["install-units", "--venv", str(venv), "--unit-dir", str(tmp_path)]
+        args += ["--env-file", str(tmp_path / "env"), "--alert-config", str(tmp_path / "alert.conf")]
+        args += ["--catalog-dir", str(tmp_path / "catalog"), "--user", "nobody", "--no-reload"]
+        parser = units.argparse.ArgumentParser()
+        units.register(parser.add_subparsers())
+        parsed = parser.parse_args(args)
+        assert parsed.func(parsed) == 0, capsys.readouterr().err
+        alert_unit = (tmp_path / units.ALERT_UNIT).read_text().splitlines()
+        assert f"ExecStart={venv}/bin/airflow-systemd alert %i --config {tmp_path}/alert.conf" in alert_unit
+        assert str(venv) in _bound_read_only(alert_unit)
+        assert str(venv) in _bound_read_only((tmp_path / units.SCHEDULER_UNIT).read_text().splitlines())
+    finally:
+        shutil.rmtree(parent)
+
+
 @needs_root
 def test_code_the_service_user_can_change_is_refused():
     account = units.resolve_account("nobody", None)

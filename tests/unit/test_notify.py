@@ -80,3 +80,26 @@ def test_watchdog_disabled_without_an_interval(peer, monkeypatch):
     use(monkeypatch, peer.environ())
     dog = Watchdog(Notifier())
     assert not dog.enabled and not dog.due(100.0)
+
+
+def test_grant_watchdog_rearms_with_at_least_the_loop_interval(peer, monkeypatch):
+    use(monkeypatch, peer.environ(watchdog_usec=4_000_000))
+    notifier = Notifier()
+    notifier.grant_watchdog(30)
+    notifier.grant_watchdog(1)  # never shorter than the configured interval
+    notifier.send("DONE=1")
+    peer.wait_for("DONE", "1", timeout=5)
+    grants = [m.fields for m in peer.with_field("WATCHDOG_USEC")]
+    assert grants == [
+        {"WATCHDOG": "1", "WATCHDOG_USEC": "30000000"},
+        {"WATCHDOG": "1", "WATCHDOG_USEC": "4000000"},
+    ]
+
+
+def test_grant_watchdog_never_enables_one_that_is_not_configured(peer, monkeypatch):
+    use(monkeypatch, peer.environ())
+    notifier = Notifier()
+    notifier.grant_watchdog(30)
+    notifier.send("DONE=1")
+    peer.wait_for("DONE", "1", timeout=5)
+    assert not peer.with_field("WATCHDOG_USEC")
