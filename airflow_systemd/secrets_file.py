@@ -2,7 +2,7 @@
 
 Each Airflow process invents its own Fernet key, API secret key and JWT secret when none is
 configured; then one process cannot read what another encrypted, and Airflow 3 rejects the
-task tokens the API server did not sign itself. airflow-secrets.service runs this once per
+task tokens the API server did not sign itself. airflow-db-migrate.service runs this once per
 installation (ConditionPathExists=!), as the airflow user, into its StateDirectory; every
 Airflow unit reads the file with EnvironmentFile=. An existing file is never touched, so
 upgrades keep the keys.

@@ -1,53 +1,47 @@
-"""What the package tests install, built once and kept under .state/package/.
+"""What the package tests install, made once per test session in a directory of its own.
 
-* ``build_debs(suffix)``: ``dpkg-buildpackage -us -uc -b`` in a copy of the package's inputs
-  (debian/, the project's sources and its lock), twice: as they are, and with a changelog
-  entry of a higher version on top, as a release would add (the upgrade tests; the second
-  build also shows that the bundled set does not change). Cached by a hash of the inputs: an
-  unchanged tree reuses the packages of an earlier session.
-* ``debian_root()``: a clean Debian 12 root from mmdebstrap (minbase, plus systemd to boot
-  it, apt's package lists, so that ``apt install ./x.deb`` can fetch the Depends, and the
-  /etc/hosts an installed system has), one per day, older ones pruned. Not an overlay of
-  this machine: a missing Depends shows.
+* ``build_debs(workdir, suffix)``: ``dpkg-buildpackage -us -uc -b`` in a copy of the package's
+  inputs (debian/, the project's sources and its lock), then the upgrade package: the tree
+  that build packed, with the version raised by ``suffix`` in its control file and packed
+  again, as a release with a new changelog entry would be (the same files apart from that
+  changelog; one build, not two).
+* ``debian_root(workdir)``: a clean Debian 12 root from mmdebstrap (minbase, plus systemd to
+  boot it and apt's package lists, so that ``apt install ./x.deb`` can fetch the Depends), for
+  ``Sandbox(lower=...)``. Not an overlay of this machine: a missing Depends shows.
+
+Nothing is kept from one session to the next (the build takes about a minute, the root about
+20 s): every run builds from the tree as it is and bootstraps from Debian's mirror, as a
+fresh clone does in CI. The archives are compressed with gzip -1 (3 s) instead of dpkg-deb's
+default xz -6 (about a minute for these 212 MiB on 2 cores, more on a busy machine): the
+tests check what the package holds and does, not how small it is (lintian rejects zstd,
+which Debian 12's dpkg could install). A plain ``dpkg-buildpackage`` keeps xz.
 
 The build needs the build dependencies (``apt-get build-dep ./``, which scripts/bootstrap
 runs) and the network to PyPI and Debian's mirror, like any build of the package.
 
-CLI, from the repository root (as root)::
+CLI, from the repository root (as root), to look at them by hand::
 
-    python3 -m tests.package.artifacts debs | root
+    python3 -m tests.package.artifacts debs|root DIR
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime
-import fcntl
-import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE = REPO_ROOT / ".state" / "package"
 # Everything dpkg-buildpackage reads: debian/ and what debian/rules and build-venv copy.
-INPUTS = ("debian", "airflow_systemd", "pyproject.toml", "README.md", "requirements", "docs")
+INPUTS = ("debian", "airflow_systemd", "pyproject.toml", "README.md", "requirements")
 SUITE = "bookworm"
-KEEP_BUILDS = 3  # trees, each with its package and upgrade package (2 x 46 MB)
 HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
-
-
-@contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
-    """One builder at a time per artifact, across concurrent test sessions."""
-    STATE.mkdir(parents=True, exist_ok=True)
-    with open(STATE / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+# dpkg-deb reads these (since dpkg 1.21.10); dh_builddeb passes no -Z of its own.
+FAST_COMPRESSION = {"DPKG_DEB_COMPRESSOR_TYPE": "gzip", "DPKG_DEB_COMPRESSOR_LEVEL": "1"}
 
 
 def input_files() -> list[str]:
@@ -61,38 +55,8 @@ def input_files() -> list[str]:
     return sorted({f for f in out.decode().split("\0") if f and os.path.lexists(REPO_ROOT / f)})
 
 
-def inputs_hash(files: list[str]) -> str:
-    digest = hashlib.sha256()
-    for name in files:
-        path = REPO_ROOT / name
-        if path.is_symlink():
-            content = b"link:" + os.readlink(path).encode()
-        else:
-            content = path.read_bytes() + (b"x" if os.access(path, os.X_OK) else b"-")
-        digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
-    return digest.hexdigest()[:16]
-
-
-def _top_changelog_entry(source: Path, suffix: str) -> None:
-    """Put an entry for the current version plus ``suffix`` on top of debian/changelog."""
-    changelog = source / "debian" / "changelog"
-    old = changelog.read_text()
-    version = subprocess.run(
-        ["dpkg-parsechangelog", "-l", changelog, "-S", "Version"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    trailer = next(line for line in old.splitlines() if line.startswith(" -- "))
-    maintainer = trailer[4:].split("  ", 1)[0]
-    date = subprocess.run(["date", "-R"], capture_output=True, text=True, check=True).stdout.strip()
-    entry = (
-        f"airflow-systemd ({version}{suffix}) {SUITE}; urgency=medium\n\n"
-        "  * Rebuild with a higher version, for the upgrade tests.\n\n"
-        f" -- {maintainer}  {date}\n\n"
-    )
-    changelog.write_text(entry + old)
-
-
 def _dpkg_buildpackage(source: Path) -> Path:
-    """Build in ``source``; the .deb and build.log land in its parent, the tree is deleted."""
+    """Build in ``source``; the .deb, build.log and build-seconds land in its parent."""
     out = source.parent
     log = out / "build.log"
     started = time.monotonic()
@@ -102,105 +66,85 @@ def _dpkg_buildpackage(source: Path) -> Path:
             cwd=source,
             stdout=f,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "LC_ALL": "C.UTF-8"},
+            env={**os.environ, "LC_ALL": "C.UTF-8", **FAST_COMPRESSION},
         )
     if done.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
         raise RuntimeError(f"dpkg-buildpackage failed (exit {done.returncode}), see {log}:\n{tail}")
     (out / "build-seconds").write_text(f"{time.monotonic() - started:.0f}\n")
-    shutil.rmtree(source)  # 300 MB of build tree
     (deb,) = out.glob("airflow-systemd_*.deb")
     return deb
 
 
-def build_debs(upgrade_suffix: str) -> tuple[Path, Path]:
-    """The .deb of the current tree, and one of the same sources whose changelog has a version
-    ending in ``upgrade_suffix`` on top, as a release would add. Both from one copy of the
-    tree, so that edits made in the meantime cannot set them apart."""
-    files = input_files()
-    out = STATE / "build" / inputs_hash(files)
-    with _locked("build"):
-        if not (out / "done").exists():
-            _prune(out.parent, keep=KEEP_BUILDS)
-            shutil.rmtree(out, ignore_errors=True)
-            snapshot = out / "snapshot"
-            for name in files:
-                target = snapshot / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO_ROOT / name, target, follow_symlinks=False)
-            for kind in ("release", "upgrade"):
-                source = out / kind / "src"
-                shutil.copytree(snapshot, source, symlinks=True)
-                if kind == "upgrade":
-                    _top_changelog_entry(source, upgrade_suffix)
-                _dpkg_buildpackage(source)
-            shutil.rmtree(snapshot)
-            (out / "done").touch()
-        out.touch()  # recently used: kept by the pruning
-        return next((out / "release").glob("*.deb")), next((out / "upgrade").glob("*.deb"))
+def _repack_with_version_suffix(tree: Path, suffix: str, out: Path) -> Path:
+    """Pack the package tree ``tree`` (with its DEBIAN/) again, its version ending in ``suffix``."""
+    control = tree / "DEBIAN" / "control"
+    text = control.read_text()
+    version = re.search(r"^Version: (\S+)$", text, re.MULTILINE)[1]
+    control.write_text(text.replace(f"\nVersion: {version}\n", f"\nVersion: {version}{suffix}\n", 1))
+    out.mkdir(parents=True)
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "--build", tree, out],
+        env={**os.environ, **FAST_COMPRESSION},
+        capture_output=True,
+        check=True,
+    )
+    (deb,) = out.glob("airflow-systemd_*.deb")
+    return deb
 
 
-def _prune(builds: Path, keep: int) -> None:
-    """Delete all but the ``keep`` most recently used builds (55 MB each)."""
-    if not builds.is_dir():
-        return
-    by_use = sorted(builds.iterdir(), key=lambda d: d.stat().st_mtime, reverse=True)
-    for old in by_use[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
+def build_debs(workdir: Path, upgrade_suffix: str) -> tuple[Path, Path]:
+    """The .deb of the current tree (in workdir/release), and the upgrade package: the same
+    files with a version ending in ``upgrade_suffix`` (in workdir/upgrade)."""
+    source = workdir / "release" / "src"
+    for name in input_files():
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, target, follow_symlinks=False)
+    deb = _dpkg_buildpackage(source)
+    tree = source / "debian" / "airflow-systemd"
+    upgrade = _repack_with_version_suffix(tree, upgrade_suffix, workdir / "upgrade")
+    shutil.rmtree(source)  # 300 MB of build tree
+    return deb, upgrade
 
 
-def debian_root(day: datetime.date | None = None) -> Path:
-    """A clean Debian 12 root tree for today (made once a day), for Sandbox(lower=...)."""
-    day = day or datetime.date.today()
-    roots = STATE / "debian-root"
-    root = roots / f"{SUITE}-{day:%Y%m%d}"
-    with _locked("debian-root"):
-        if (root / "etc" / "hosts").exists():  # written last
-            return root
-        shutil.rmtree(root, ignore_errors=True)
-        roots.mkdir(parents=True, exist_ok=True)
-        for old in roots.glob(f"{SUITE}-*"):  # yesterday's may still be under a running sandbox
-            if old.name < f"{SUITE}-{day - datetime.timedelta(days=1):%Y%m%d}":
-                shutil.rmtree(old, ignore_errors=True)
-        partial = roots / f".{root.name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        # The machine's own Debian sources (its mirror, with -updates and -security), or
-        # mmdebstrap's defaults for the suite when it has none.
-        sources = HOST_SOURCES.read_text() if HOST_SOURCES.exists() else None
-        subprocess.run(
-            [
-                "mmdebstrap",
-                "--quiet",
-                "--variant=minbase",
-                "--include=systemd",
-                "--skip=cleanup/apt/lists",
-                SUITE,
-                partial,
-                *(["-"] if sources else []),
-            ],
-            input=sources,
-            text=True,
-            check=True,
-            capture_output=True,
-        )
-        # What Debian's installer (and any cloud image) adds and a bootstrap lacks: without it
-        # nothing resolves "localhost", Airflow's default address of its execution API.
-        (partial / "etc" / "hosts").write_text(
-            "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
-        )
-        partial.rename(root)
-        return root
+def debian_root(workdir: Path) -> Path:
+    """A clean Debian 12 root tree in workdir/debian-root, for Sandbox(lower=...)."""
+    root = workdir / "debian-root"
+    # The machine's own Debian sources (its mirror, with -updates and -security), or
+    # mmdebstrap's defaults for the suite when it has none.
+    sources = HOST_SOURCES.read_text() if HOST_SOURCES.exists() else None
+    done = subprocess.run(
+        [
+            "mmdebstrap",
+            "--quiet",
+            "--variant=minbase",
+            "--include=systemd",
+            "--skip=cleanup/apt/lists",
+            SUITE,
+            root,
+            *(["-"] if sources else []),
+        ],
+        input=sources,
+        text=True,
+        capture_output=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"mmdebstrap failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    # Left as mmdebstrap makes it, without the /etc/hosts an installer writes: nothing there
+    # resolves "localhost", so the DAG test also shows that the package does not need it.
+    return root
 
 
 def main(argv: list[str]) -> int:
-    if argv[1:] == ["debs"]:
-        print(*build_debs("+upgradetest1"), sep="\n")
-    elif argv[1:] == ["root"]:
-        print(debian_root())
-    else:
-        print(__doc__.split("CLI")[1].strip().splitlines()[-1].strip(), file=sys.stderr)
-        return 2
-    return 0
+    if len(argv) == 3 and argv[1] in ("debs", "root"):
+        workdir = Path(argv[2]).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        made = build_debs(workdir, "+upgradetest1") if argv[1] == "debs" else (debian_root(workdir),)
+        print(*made, sep="\n")
+        return 0
+    print(__doc__.split("CLI")[1].strip().splitlines()[-1].strip(), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

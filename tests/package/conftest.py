@@ -26,12 +26,39 @@ def _why_not() -> str | None:
     return None
 
 
+def _remove_leftovers_of_dead_sessions() -> None:
+    """Machines and work directories of sessions that died without cleaning up."""
+    for state in DEFAULT_STATE_DIR.glob(f"{NAME_PREFIX}*"):
+        pid = state.name[len(NAME_PREFIX) :]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            Sandbox(name=state.name).down()
+    for entry in artifacts.STATE.glob("*") if artifacts.STATE.is_dir() else ():
+        if not (entry.name.isdigit() and Path(f"/proc/{entry.name}").exists()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
+
+
 @pytest.fixture(scope="session")
-def debs() -> tuple[Path, Path]:
+def workdir() -> Iterator[Path]:
+    """This session's directory for the packages and the Debian root, removed at its end."""
     reason = _why_not()
     if reason:
         pytest.skip(reason)  # CI counts a skip as a failure
-    return artifacts.build_debs(UPGRADE_VERSION_SUFFIX)
+    _remove_leftovers_of_dead_sessions()
+    path = artifacts.STATE / str(os.getpid())
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def debs(workdir: Path) -> tuple[Path, Path]:
+    return artifacts.build_debs(workdir, UPGRADE_VERSION_SUFFIX)
 
 
 @pytest.fixture(scope="session")
@@ -45,18 +72,8 @@ def upgrade_deb(debs) -> Path:
 
 
 @pytest.fixture(scope="session")
-def debian_root() -> Path:
-    reason = _why_not()
-    if reason:
-        pytest.skip(reason)
-    return artifacts.debian_root()
-
-
-def _remove_machines_of_dead_sessions() -> None:
-    for state in DEFAULT_STATE_DIR.glob(f"{NAME_PREFIX}*"):
-        pid = state.name[len(NAME_PREFIX) :]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            Sandbox(name=state.name).down()
+def debian_root(workdir: Path) -> Path:
+    return artifacts.debian_root(workdir)
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +84,6 @@ def machine(deb: Path, upgrade_deb: Path, debian_root: Path) -> Iterator[Sandbox
     Airflow services bind their default ports (API server 8080, log servers 8793/8794) on
     the host's loopback.
     """
-    _remove_machines_of_dead_sessions()
     sb = Sandbox(
         name=f"{NAME_PREFIX}{os.getpid()}",
         lower=debian_root,
