@@ -262,14 +262,20 @@ class Deployment:
         out = self.sb.exec("journalctl", "-n", "0", "--show-cursor", "--no-pager").stdout
         return out.strip().rsplit("cursor: ", 1)[-1]
 
-    def journal(self, cursor: str, unit: str = SCHEDULER, *args: str) -> str:
-        return self.sb.exec(
-            "journalctl", "-u", unit, f"--after-cursor={cursor}", "--no-pager", "-o", "cat", *args
-        ).stdout
+    def journal_json(self, cursor: str, unit: str = SCHEDULER, *args: str) -> list[dict]:
+        """The unit's journal entries after ``cursor``.
 
-    def journal_json(self, cursor: str, unit: str = SCHEDULER) -> list[dict]:
-        out = self.journal(cursor, unit, "-o", "json")
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        Not ``--after-cursor``: journalctl 252 combined with a match then skips the first
+        matching entry. ``--cursor`` includes the cursor's own entry, dropped here.
+        """
+        out = self.sb.exec(
+            "journalctl", "-u", unit, f"--cursor={cursor}", "--no-pager", "-o", "json", *args
+        ).stdout
+        entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return [e for e in entries if e["__CURSOR"] != cursor]
+
+    def journal(self, cursor: str, unit: str = SCHEDULER, *args: str) -> str:
+        return "".join(f"{_message(e)}\n" for e in self.journal_json(cursor, unit, *args))
 
     def journal_tail(self, unit: str = SCHEDULER, lines: int = 40) -> str:
         return self.sb.exec(
@@ -283,6 +289,12 @@ class Deployment:
     def reset(self, unit: str = SCHEDULER) -> None:
         self.sb.systemctl("stop", unit, check=False)
         self.sb.systemctl("reset-failed", unit, check=False)
+
+
+def _message(entry: dict) -> str:
+    # journald stores a message that is not valid UTF-8 as a list of bytes
+    message = entry.get("MESSAGE", "")
+    return bytes(message).decode(errors="replace") if isinstance(message, list) else str(message)
 
 
 def running_loop(d: Deployment) -> bool:

@@ -150,7 +150,10 @@ def test_config_error_is_one_err_entry_and_one_alert(unit, alerts):
     errors = messages(unit, cursor, "-p", "err")
     assert [line for line in errors if "configuration error" in line] == [error["MESSAGE"]]
     (payload,) = alerts.wait_for(1, 30)
-    time.sleep(3)  # the OnFailure= alert runs right after: it must add nothing
+    # The OnFailure= alert runs right after the ExecStopPost= one: once its start job ended,
+    # it has delivered or dropped its alert, and it must have added nothing.
+    job = unit.wait_for(lambda: start_job_end(unit, cursor, ALERT_UNIT), 60, ALERT_UNIT, unit=ALERT_UNIT)
+    assert job["JOB_RESULT"] == "done", unit.journal_tail(ALERT_UNIT)
     assert len(alerts.bodies) == 1, alerts.bodies
     assert (payload["unit"], payload["kind"], payload["result"], payload["exit_status"]) == (
         SCHEDULER,
