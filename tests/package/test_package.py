@@ -33,14 +33,20 @@ NOT_SHIPPED = {"airflow-webserver.service"}
 UNIT_SUFFIXES = (".service", ".target", ".timer", ".socket", ".path")
 ADMIN_LINE = "AIRFLOW__CORE__PARALLELISM=7"
 
+# Two dependent tasks, a Python one and a Bash one that reads its result (XCom).
 DAG = """\
 from datetime import datetime
 
 from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 
 with DAG("pkg_smoke", schedule=None, start_date=datetime(2025, 1, 1), catchup=False):
-    BashOperator(task_id="hello", bash_command="echo hello from $(id -un)")
+    compute = PythonOperator(task_id="compute", python_callable=lambda: 6 * 7)
+    hello = BashOperator(
+        task_id="hello", bash_command="echo hello from $(id -un): {{ ti.xcom_pull('compute') }}"
+    )
+    compute >> hello
 """
 
 
@@ -293,7 +299,7 @@ def test_a_dag_dropped_into_the_dags_folder_runs(machine):
         "cat /var/log/airflow/dag_id=pkg_smoke/run_id=pkg_smoke_1/*/*.log 2>/dev/null || true"
     ).stdout
     assert state == "success", f"run state {state}\n{logs[-3000:]}"
-    assert "hello from airflow" in logs
+    assert "hello from airflow: 42" in logs
     # and no example DAG next to it: the units set AIRFLOW__CORE__LOAD_EXAMPLES=False
     listed = json.loads(airflow(machine, "dags", "list", "--output", "json").strip().splitlines()[-1])
     assert [dag["dag_id"] for dag in listed] == ["pkg_smoke"]
