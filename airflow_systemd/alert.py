@@ -577,14 +577,19 @@ def alert(
     return _by_hand(unit, settings, systemd, now, dry_run)
 
 
-def _after_run(unit, environ, settings, systemd, state_dir, now, dry_run) -> dict | None:
-    stop = {
-        "result": environ["SERVICE_RESULT"],
-        "exit_code": environ.get("EXIT_CODE", ""),
-        "exit_status": environ.get("EXIT_STATUS", ""),
-        "invocation_id": environ.get("INVOCATION_ID", ""),
-        "time": now,
+def _stop_from(environ, prefix: str = "") -> dict:
+    """How the unit's run ended, from ExecStopPost='s variables or, prefixed MONITOR_, from
+    those systemd gives an OnFailure= unit."""
+    return {
+        "result": environ[f"{prefix}SERVICE_RESULT"],
+        "exit_code": environ.get(f"{prefix}EXIT_CODE", ""),
+        "exit_status": environ.get(f"{prefix}EXIT_STATUS", ""),
+        "invocation_id": environ.get(f"{prefix}INVOCATION_ID", ""),
     }
+
+
+def _after_run(unit, environ, settings, systemd, state_dir, now, dry_run) -> dict | None:
+    stop = {**_stop_from(environ), "time": now}
     if stop["result"] == "success":
         restarts = False
     else:
@@ -619,12 +624,7 @@ def _after_run(unit, environ, settings, systemd, state_dir, now, dry_run) -> dic
 
 
 def _unit_failed(unit, environ, settings, systemd, state_dir, now, dry_run) -> dict | None:
-    stop = {
-        "result": environ["MONITOR_SERVICE_RESULT"],
-        "exit_code": environ.get("MONITOR_EXIT_CODE", ""),
-        "exit_status": environ.get("MONITOR_EXIT_STATUS", ""),
-        "invocation_id": environ.get("MONITOR_INVOCATION_ID", ""),
-    }
+    stop = _stop_from(environ, "MONITOR_")
     if stop["result"] == "success":  # an OnSuccess= hook, say
         return None
     if dry_run:

@@ -262,14 +262,15 @@ class Deployment:
         out = self.sb.exec("journalctl", "-n", "0", "--show-cursor", "--no-pager").stdout
         return out.strip().rsplit("cursor: ", 1)[-1]
 
-    def journal_json(self, cursor: str, unit: str = SCHEDULER, *args: str) -> list[dict]:
-        """The unit's journal entries after ``cursor``.
+    def journal_json(self, cursor: str, unit: str | None = SCHEDULER, *args: str) -> list[dict]:
+        """The unit's (``None``: every) journal entries after ``cursor`` matching ``args``.
 
         Not ``--after-cursor``: journalctl 252 combined with a match then skips the first
         matching entry. ``--cursor`` includes the cursor's own entry, dropped here.
         """
+        select = ("-u", unit) if unit else ()
         out = self.sb.exec(
-            "journalctl", "-u", unit, f"--cursor={cursor}", "--no-pager", "-o", "json", *args
+            "journalctl", *select, f"--cursor={cursor}", "--no-pager", "-o", "json", *args
         ).stdout
         entries = [json.loads(line) for line in out.splitlines() if line.strip()]
         return [e for e in entries if e["__CURSOR"] != cursor]

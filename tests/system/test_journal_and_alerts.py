@@ -7,7 +7,6 @@ an empty alert state; the only thing they change is /etc/airflow-systemd/alert.c
 
 from __future__ import annotations
 
-import json
 import time
 
 import airflow
@@ -34,9 +33,7 @@ LOOP_FAULT = dict(
 # the cursor's entry does not satisfy, journalctl 252 skips the first entry that does.
 def since(d, cursor: str, *matches: str) -> list[dict]:
     """The journal entries after ``cursor`` that satisfy ``matches`` (journalctl arguments)."""
-    out = d.sb.exec("journalctl", f"--cursor={cursor}", "--no-pager", "-o", "json", *matches).stdout
-    entries = [json.loads(line) for line in out.splitlines() if line.strip()]
-    return [e for e in entries if e["__CURSOR"] != cursor]
+    return d.journal_json(cursor, None, *matches)
 
 
 def events(d, cursor: str, message_id: str) -> list[dict]:
