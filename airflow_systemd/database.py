@@ -26,7 +26,24 @@ PERMANENT_ERRORS = re.compile(
     re.IGNORECASE,
 )
 
-MAX_BACKOFF = 30.0
+# Longest wait between two attempts: also the longest a service takes to notice that its
+# database is back (measured in bench/unit_bench.py). A connect attempt is cheap, so this stays
+# short; the journal is kept from filling up by logging only some attempts (see logged()).
+MAX_BACKOFF = 5.0
+
+
+def delays():
+    """Seconds to wait after each failed attempt: 1, 2, 4, then MAX_BACKOFF for ever."""
+    backoff = 1.0
+    while True:
+        yield backoff
+        backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def logged(attempt: int) -> bool:
+    """Attempts 1, 2, 4, 8, ... go to the journal: a few lines per outage, however long it is.
+    STATUS= shows every attempt."""
+    return attempt & (attempt - 1) == 0
 
 
 def set_connect_timeout() -> None:
@@ -39,9 +56,7 @@ def wait_until_reachable(life: Lifecycle, sleep=time.sleep) -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
-    attempt, backoff = 0, 1.0
-    while True:
-        attempt += 1
+    for attempt, backoff in enumerate(delays(), start=1):
         try:
             with settings.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
@@ -53,17 +68,18 @@ def wait_until_reachable(life: Lifecycle, sleep=time.sleep) -> None:
             if PERMANENT_ERRORS.search(reason):
                 raise ConfigError(f"metadata database refused us: {reason}") from exc
             life.step(
-                f"waiting for the metadata database (attempt {attempt}, retry in {backoff:g}s): {reason}"
+                f"waiting for the metadata database (attempt {attempt}, retry in {backoff:g}s): {reason}",
+                log_it=logged(attempt),
             )
-            journal.event(
-                journal.DB_UNREACHABLE,
-                f"metadata database unreachable: {reason}",
-                level=logging.WARNING,
-                ATTEMPT=attempt,
-                DB_ERROR=reason,
-            )
+            if logged(attempt):
+                journal.event(
+                    journal.DB_UNREACHABLE,
+                    f"metadata database unreachable: {reason}",
+                    level=logging.WARNING,
+                    ATTEMPT=attempt,
+                    DB_ERROR=reason,
+                )
             sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
 
 
 def require_current_schema() -> None:

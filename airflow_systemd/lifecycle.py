@@ -61,9 +61,10 @@ class Lifecycle:
         self._pid = os.getpid()
         self._started = time.monotonic()
 
-    def step(self, text: str) -> None:
+    def step(self, text: str, *, log_it: bool = True) -> None:
         """A start-up step begins: say so, and give it STEP_TIMEOUT more seconds."""
-        log.info("%s", text)
+        if log_it:
+            log.info("%s", text)
         self.notifier.send(f"STATUS={text}", f"EXTEND_TIMEOUT_USEC={int(STEP_TIMEOUT * 1e6)}")
 
     def ready(self, text: str) -> None:

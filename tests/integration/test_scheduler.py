@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -207,6 +208,22 @@ def test_database_never_migrated_exits_78_naming_the_fix(start_scheduler, pg):
     assert len(lines) == 1 and "airflow db migrate" in lines[0], sched.text()[-2000:]
 
 
+def test_unsupported_airflow_version_exits_78_naming_what_is_supported(start_scheduler):
+    sched = start_scheduler(fault="unsupported-version")
+    assert sched.wait(60) == 78, sched.text()[-2000:]
+    lines = config_error_lines(sched)
+    assert len(lines) == 1 and "Airflow 2.9.3 is not supported" in lines[0], sched.text()[-2000:]
+    assert "2.10.x and 3.x" in lines[0]
+
+
+def test_airflow_without_the_hook_point_exits_78_instead_of_running_unwatched(start_scheduler):
+    sched = start_scheduler(fault="no-hook-point")
+    assert sched.wait(60) == 78, sched.text()[-2000:]
+    lines = config_error_lines(sched)
+    assert len(lines) == 1 and "has no perform_heartbeat" in lines[0], sched.text()[-2000:]
+    assert not sched.peer.with_field("READY")
+
+
 def test_watchdog_shorter_than_heartbeat_allows_exits_78_naming_the_minimum(start_scheduler):
     sched = start_scheduler(watchdog=1.5)  # heartbeat 1 s: needs at least 2 s
     assert sched.wait(60) == 78
@@ -215,25 +232,34 @@ def test_watchdog_shorter_than_heartbeat_allows_exits_78_naming_the_minimum(star
 
 
 def test_waits_for_a_database_that_is_down_at_start(start_scheduler, pg):
+    # Retries back off to 5 s and stay there, so the scheduler is up at most 5 s after its
+    # database; only attempts 1, 2, 4, 8... are logged, so a long outage does not flood the log.
     pg.stop("immediate")
     sched = start_scheduler()
-    waiting = sched.peer.wait_for("STATUS", timeout=60)
-    deadline = time.monotonic() + 60
-    while (
-        not any(
-            "waiting for the metadata database" in m.fields.get("STATUS", "") for m in sched.peer.messages
-        )
-        and time.monotonic() < deadline
-    ):
+    deadline = time.monotonic() + 120
+    while not waiting_statuses(sched, "(attempt 7,") and time.monotonic() < deadline:
+        assert sched.proc.poll() is None, f"gave up instead of waiting:\n{sched.text()[-2000:]}"
         time.sleep(0.2)
-    assert any(
-        "EXTEND_TIMEOUT_USEC" in m.fields and "waiting" in m.fields.get("STATUS", "")
+    statuses = waiting_statuses(sched)
+    retries = [float(re.search(r"retry in (\d+(?:\.\d+)?)s", s).group(1)) for s in statuses]
+    assert retries[:7] == [1, 2, 4, 5, 5, 5, 5], statuses
+    assert all(
+        "EXTEND_TIMEOUT_USEC" in m.fields
         for m in sched.peer.messages
-    ), waiting
-    time.sleep(3)
-    assert sched.proc.poll() is None, "gave up instead of waiting"
+        if "waiting for the metadata database" in m.fields.get("STATUS", "")
+    )
+    logged = [line for line in sched.text().splitlines() if "metadata database unreachable" in line]
+    assert len(logged) == 3, logged  # attempts 1, 2 and 4 of 7
     threading.Thread(target=pg.start).start()
     ready(sched)
+
+
+def waiting_statuses(sched, containing: str = "") -> list[str]:
+    return [
+        m.fields["STATUS"]
+        for m in sched.peer.with_field("STATUS")
+        if "waiting for the metadata database" in m.fields["STATUS"] and containing in m.fields["STATUS"]
+    ]
 
 
 def test_without_notify_socket_it_runs_and_heartbeats(start_scheduler, migrated_db):

@@ -122,7 +122,7 @@ def test_task_log_lines_in_the_scheduler_journal_carry_dag_run_task_and_try(unit
         unit.retire(dag)
 
 
-def test_database_unreachable_is_an_event_per_attempt(unit):
+def test_database_unreachable_is_an_event_at_attempts_1_2_4_8_and_so_on(unit):
     # Services start after the migration unit (if installed), which needs the database once.
     unit.sb.systemctl("start", "airflow-db-migrate.service", check=False)
     cursor = unit.cursor()
@@ -131,8 +131,11 @@ def test_database_unreachable_is_an_event_per_attempt(unit):
     unit.wait_for(lambda: events(unit, cursor, journal.DB_UNREACHABLE), 60, "the DB unreachable event")
     unit.pg.start()
     unit.wait_for(lambda: running_loop(unit), 120, "the scheduler to run once the database is back")
-    first = events(unit, cursor, journal.DB_UNREACHABLE)[0]
+    entries = events(unit, cursor, journal.DB_UNREACHABLE)
+    first = entries[0]
     assert (first["PRIORITY"], first["ATTEMPT"]) == ("4", "1")
+    attempts = [int(e["ATTEMPT"]) for e in entries]
+    assert attempts == [2**i for i in range(len(attempts))], attempts
     assert first["DB_ERROR"] and first["MESSAGE"] == f"metadata database unreachable: {first['DB_ERROR']}"
     assert "cannot reach its metadata database" in explained(unit, cursor, journal.DB_UNREACHABLE)
 

@@ -79,7 +79,18 @@ FAULTS = {
 }
 
 
+def _remove_hook_point(module):
+    # An Airflow whose scheduler module lacks the name airflow-systemd hooks.
+    del module.perform_heartbeat
+
+
+MODULE_FAULTS = {"no-hook-point": _remove_hook_point}
+
+
 def _patch(module):
+    if FAULT in MODULE_FAULTS:
+        MODULE_FAULTS[FAULT](module)
+        return
     fault = FAULTS[FAULT]
     original = module.SchedulerJobRunner._do_scheduling
 
@@ -111,5 +122,8 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-if FAULT and not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+if FAULT == "unsupported-version":
+    # Imported while `import airflow` runs: the version airflow-systemd reads next.
+    sys.modules["airflow"].__version__ = "2.9.3"
+elif FAULT and not any(isinstance(f, _AfterImport) for f in sys.meta_path):
     sys.meta_path.insert(0, _AfterImport())
