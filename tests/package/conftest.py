@@ -80,15 +80,16 @@ def debian_root(workdir: Path) -> Path:
 def machine(deb: Path, upgrade_deb: Path, debian_root: Path) -> Iterator[Sandbox]:
     """A clean Debian 12 booted with systemd, the two packages' directories mounted read-only.
 
-    It shares the host's network (apt fetches the Depends from Debian's mirror), so the
-    Airflow services bind their default ports (API server 8080, log servers 8793/8794) on
-    the host's loopback.
+    Its network is private: the services bind their shipped default ports (API server 8080,
+    log servers 8793/8794) on a loopback of its own, never on the host's. apt runs with the
+    host's network to fetch the Depends from Debian's mirror (test_package.apt).
     """
     sb = Sandbox(
         name=f"{NAME_PREFIX}{os.getpid()}",
         lower=debian_root,
         binds=(),
         binds_ro=(deb.parent, upgrade_deb.parent),
+        private_network=True,
     )
     try:
         sb.up()

@@ -153,17 +153,24 @@ def test_the_package_bundles_exactly_the_lock(deb, upgrade_deb):
 
 
 @pytest.fixture(scope="module")
-def postgresql():
-    """A private PostgreSQL on the host, which the machine reaches over the shared network."""
-    pg = PgCluster().init()
+def postgresql(machine):
+    """A private PostgreSQL from the host's binaries, serving in the machine's network."""
+    pg = PgCluster(netns=machine.netns()).init()
     pg.start()
     yield pg
     pg.remove()
 
 
 def apt(machine: Sandbox, *args: str) -> str:
+    # The host's network for the mirror; the services it starts stay in the machine's own.
     return machine.exec(
-        "apt-get", "-y", "-q", *args, env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=1200
+        "apt-get",
+        "-y",
+        "-q",
+        *args,
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+        timeout=1200,
+        host_network=True,
     ).stdout
 
 

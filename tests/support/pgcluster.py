@@ -39,17 +39,21 @@ def _bindir() -> str:
 
 
 class PgCluster:
-    def __init__(self, base: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, base: Path | None = None, port: int | None = None, netns: str | None = None) -> None:
         # Its own directory under /tmp: pytest's tmp dirs are root-only (0700), and the
         # server runs as `postgres`, which must reach its data directory.
         self.base = Path(base) if base else Path(tempfile.mkdtemp(prefix="afsd-pg-"))
         self.data = self.base / "data"
         self.port = port or free_port()
         self.bindir = _bindir()
+        # A network namespace to serve in (a container's, see Sandbox.netns), so that its
+        # 127.0.0.1 is the one the container's services connect to.
+        self.netns = netns
 
     def _run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        in_netns = ["nsenter", f"--net={self.netns}", "--"] if self.netns else []
         as_user = ["runuser", "-u", RUN_AS, "--"] if os.geteuid() == 0 else []
-        done = subprocess.run([*as_user, *cmd], capture_output=True, text=True)
+        done = subprocess.run([*in_netns, *as_user, *cmd], capture_output=True, text=True)
         if check and done.returncode:
             raise RuntimeError(f"{' '.join(cmd[:1])} failed ({done.returncode}): {done.stderr.strip()}")
         return done

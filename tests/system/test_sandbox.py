@@ -133,3 +133,39 @@ def test_journal_has_service_stdout_with_unit_field(sandbox: Sandbox, units: Uni
     entry = entry_with_token()
     assert entry["_SYSTEMD_UNIT"] == unit
     assert entry["_TRANSPORT"] == "stdout"
+
+
+def test_private_network_keeps_ports_off_the_host_and_host_network_reaches_out() -> None:
+    # What the package tier relies on: services bind their shipped ports on a loopback of the
+    # container's own, while apt (exec with host_network=True) still reaches the mirror.
+    from tests.support.pgcluster import free_port
+
+    port = free_port()
+    listen = f"import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(60)"
+    probe = (
+        "import socket, sys\n"
+        "try: socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2).close()\n"
+        "except OSError: sys.exit(1)\n"
+    )
+    sb = Sandbox(name=f"afsdnet{uuid.uuid4().hex[:6]}", private_network=True)
+    try:
+        sb.up()
+        sb.exec("systemd-run", "--unit=listener.service", "python3", "-c", listen)
+        deadline = time.monotonic() + 10
+        while (
+            sb.exec("python3", "-c", probe, str(port), check=False).returncode and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert sb.exec("python3", "-c", probe, str(port), check=False).returncode == 0, "not listening inside"
+        assert sb.exec("python3", "-c", probe, str(port), check=False, host_network=True).returncode == 1
+        with pytest.raises(OSError):
+            import socket
+
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        # /proc/net is the reader's namespace (sysfs would show the mounter's)
+        links = sb.exec("cat", "/proc/net/dev", host_network=True).stdout.splitlines()[2:]
+        inside = sb.exec("cat", "/proc/net/dev").stdout.splitlines()[2:]
+        assert [line.split(":")[0].strip() for line in inside] == ["lo"], inside
+        assert len(links) > 1, links  # the host's interfaces, not only a loopback
+    finally:
+        sb.down()
