@@ -7,10 +7,12 @@ exit 78 for a configuration error.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 
 import airflow
+import psutil
 import pytest
 
 from tests.integration.conftest import alive
@@ -45,6 +47,19 @@ def start(start_component, command, **kwargs):
     return proc
 
 
+# api-server/webserver, worker log server, triggerer log server, scheduler health check
+AIRFLOW_DEFAULT_PORTS = {8080, 8793, 8794, 8974}
+
+
+def listening_ports(pid):
+    ports = set()
+    main = psutil.Process(pid)
+    for process in (main, *main.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            ports |= {c.laddr.port for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+    return ports
+
+
 def pings_between(proc, start_at, end_at):
     return [m.at for m in proc.peer.with_field("WATCHDOG", "1") if start_at <= m.at <= end_at]
 
@@ -58,6 +73,9 @@ def test_ready_watchdog_then_sigterm_stops_cleanly(start_component, command):
     assert len(pings) >= 4, pings
     assert all(b - a < WATCHDOG for a, b in zip(pings, pings[1:]))
     assert {m.pid for m in proc.peer.messages} == {proc.proc.pid}
+    # Tests pick free ports: no component may fall back to one of Airflow's fixed defaults.
+    listening = listening_ports(proc.proc.pid)
+    assert listening.isdisjoint(AIRFLOW_DEFAULT_PORTS), listening
     proc.descendants()
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.wait(40) == 0, proc.text()[-2000:]

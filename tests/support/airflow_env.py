@@ -28,6 +28,7 @@ def airflow_environ(home: Path, db_url: str) -> dict[str, str]:
         AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="True",
         AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT=str(free_port()),
         AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),  # the triggerer's, 8794
         PYTHONPATH=str(FAULTS),
     )
     return env
