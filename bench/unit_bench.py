@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,9 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: make `tests` importable
 
 from tests.harness.sandbox import Sandbox  # noqa: E402
-from tests.support.airflow_env import airflow_environ  # noqa: E402
 from tests.support.pgcluster import PgCluster  # noqa: E402
-from tests.system.deployment import SCHEDULER, VENV, Deployment  # noqa: E402
+from tests.system.deployment import SCHEDULER, VENV, Deployment, create_migrated_database  # noqa: E402
 
 UPSTREAM = "upstream-airflow-scheduler.service"
 POLL = 0.2
@@ -228,15 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     sb = Sandbox(name=f"afsdbench{os.getpid()}")
     try:
         pg.start()
-        pg.sql("CREATE DATABASE airflow")
         say("migrating the metadata database")
-        with tempfile.TemporaryDirectory() as home:
-            subprocess.run(
-                [str(VENV / "bin" / "airflow"), "db", "migrate"],
-                env=airflow_environ(Path(home), pg.url("airflow")),
-                check=True,
-                capture_output=True,
-            )
+        create_migrated_database(pg, "airflow")
         say("booting systemd in the harness, installing both units")
         sb.up()
         d = Deployment(sb, pg, "airflow")

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness.sandbox import DEFAULT_STATE_DIR, Sandbox
-from tests.support.airflow_env import airflow_environ
 from tests.support.pgcluster import PgCluster
-from tests.system.deployment import VENV, WATCHDOG, Deployment
+from tests.system.deployment import WATCHDOG, Deployment, create_migrated_database
 
 SYSTEM_TESTS_DIR = Path(__file__).resolve().parent
 NAME_PREFIX = "afsd"
@@ -67,14 +64,7 @@ def deployment(sandbox):
     """Airflow installed into the sandbox's systemd, on a private PostgreSQL of the host."""
     pg = PgCluster().init()
     pg.start()
-    pg.sql("CREATE DATABASE airflow")
-    with tempfile.TemporaryDirectory() as home:
-        subprocess.run(
-            [str(VENV / "bin" / "airflow"), "db", "migrate"],
-            env=airflow_environ(Path(home), pg.url("airflow")),
-            check=True,
-            capture_output=True,
-        )
+    create_migrated_database(pg, "airflow")
     d = Deployment(sandbox, pg, "airflow")
     d.install(watchdog=f"{WATCHDOG}s")
     yield d
