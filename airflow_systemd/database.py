@@ -67,11 +67,12 @@ def wait_until_reachable(life: Lifecycle, sleep=time.sleep) -> None:
             reason = _first_line(exc)
             if PERMANENT_ERRORS.search(reason):
                 raise ConfigError(f"metadata database refused us: {reason}") from exc
+            loud = logged(attempt)
             life.step(
                 f"waiting for the metadata database (attempt {attempt}, retry in {backoff:g}s): {reason}",
-                log_it=logged(attempt),
+                log_it=loud,
             )
-            if logged(attempt):
+            if loud:
                 journal.event(
                     journal.DB_UNREACHABLE,
                     f"metadata database unreachable: {reason}",

@@ -275,12 +275,15 @@ class Sandbox:
         return "\n".join("  console: " + line for line in text.splitlines()[-lines:]) or "  (console empty)"
 
     # ------------------------------------------------------------------ commands inside
-    def netns(self) -> str:
-        """The container's network namespace, for ``nsenter --net=`` from the host."""
+    def _running_leader(self) -> int:
         leader = self.leader_pid()
         if leader is None:
             raise SandboxError(f"sandbox {self.name!r} is not running")
-        return f"/proc/{leader}/ns/net"
+        return leader
+
+    def netns(self) -> str:
+        """The container's network namespace, for ``nsenter --net=`` from the host."""
+        return f"/proc/{self._running_leader()}/ns/net"
 
     def nsenter_argv(
         self, *cmd: str, env: Mapping[str, str] | None = None, host_network: bool = False
@@ -290,9 +293,7 @@ class Sandbox:
         ``host_network``: every namespace of the container but its network (nspawn uses no
         user or time namespace here).
         """
-        leader = self.leader_pid()
-        if leader is None:
-            raise SandboxError(f"sandbox {self.name!r} is not running")
+        leader = self._running_leader()
         extra_env = [f"{k}={v}" for k, v in (env or {}).items()]
         namespaces = ["--mount", "--uts", "--ipc", "--pid", "--cgroup"] if host_network else ["--all"]
         return [
