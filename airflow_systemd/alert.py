@@ -1,25 +1,26 @@
-"""`airflow-systemd alert UNIT`: tell someone that an Airflow service failed.
+"""`airflow-systemd alert INSTANCE`: tell someone that an Airflow service failed.
 
-The shipped units run it twice over:
+It runs as its own account (``airflow-alert``: not root, not the airflow user that runs DAG
+code) in ``airflow-alert@.service``, started two ways:
 
-* ``ExecStopPost=-+/usr/bin/airflow-systemd alert %n``, after every run of the unit, with
-  $SERVICE_RESULT, $EXIT_CODE and $EXIT_STATUS (systemd.exec(5)). It is the one hook that
-  sees the failures systemd restarts automatically: OnFailure= fires only once a unit has
-  ended up ``failed``. A run that ended with ``success`` is only recorded. The ``+`` runs it as
-  root outside the unit's sandbox, for two reasons: the service's user cannot read the
-  journal, and DAG code (which runs as that user) must not read the channels' secrets nor
-  reset the rate limit. The ``-`` keeps this command from changing the unit's result.
-* ``OnFailure=airflow-alert@%N.service`` (``airflow-alert@.service``), once the unit has ended
-  up failed, with $MONITOR_SERVICE_RESULT & co. A failure systemd was never going to restart
-  (exit 78, a configuration error) was alerted after the run already; this adds the alert
+* After every run of an Airflow unit, by its
+  ``ExecStopPost=-+systemctl start airflow-alert@%N:${SERVICE_RESULT}:${EXIT_CODE}:...``: the
+  one hook that sees the failures systemd restarts automatically (OnFailure= fires only once
+  a unit has ended up ``failed``). systemd fills in how the run ended; the instance name
+  carries it here (:func:`parse_instance`), so the privileged line only asks systemd to start
+  a unit and interprets nothing. A run that ended with ``success`` is only recorded.
+* ``OnFailure=airflow-alert@%N.service``, once the unit has ended up failed, with
+  $MONITOR_SERVICE_RESULT & co. A failure systemd was never going to restart (exit 78, a
+  configuration error) is alerted by whichever of the two comes first; this adds the alert
   that systemd gave up restarting (start limit hit).
 * By hand, for the unit's current state: to try the channels (``--dry-run`` prints the payload).
 
 One alert per failure, rate-limited per unit: at most ``max_alerts`` per ``window``, except
 that the first failure after a run that did not fail, and a unit that stays down, are always
-delivered. Alerts held back are counted in the next one. State lives in :data:`STATE_DIR`:
-one JSON file per unit, readable by the service (:func:`previous_stop` is how a starting
-component learns that its previous run failed).
+delivered. Alerts held back are counted in the next one. The rate-limit state lives in
+:data:`STATE_DIR`, which only this account can read; how each unit's last run ended is also
+written to :data:`RUNS_DIR` beneath it, readable by all (:func:`previous_stop` is how a
+starting component learns that its previous run failed).
 
 Channels, in :data:`DEFAULT_CONFIG` (``alert.conf`` next to the units documents every key):
 an HTTP POST of the JSON payload (``slack = true``: Slack's ``{"text": ...}`` instead), mail
@@ -56,6 +57,7 @@ from airflow_systemd import __version__, journal
 
 DEFAULT_CONFIG = "/etc/airflow-systemd/alert.conf"
 STATE_DIR = "/var/lib/airflow-systemd-alert"
+RUNS_DIR = "runs"  # under the state directory: the one part the services may read
 CONFIG_TEMPLATE = "alert.conf"  # in unit_files/
 
 log = logging.getLogger("airflow_systemd")
@@ -226,40 +228,61 @@ def _state_file(state_dir: str, unit: str) -> str:
     return os.path.join(state_dir, f"{unit}.json")
 
 
-def read_state(unit: str, state_dir: str = STATE_DIR) -> dict:
+def _run_file(state_dir: str, unit: str) -> str:
+    return os.path.join(state_dir, RUNS_DIR, f"{unit}.json")
+
+
+def _read_json(path: str) -> dict:
     try:
-        with open(_state_file(state_dir, unit), encoding="utf-8") as f:
-            state = json.load(f)
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
     except (OSError, ValueError):
         return {}
-    return state if isinstance(state, dict) else {}
+    return value if isinstance(value, dict) else {}
+
+
+def read_state(unit: str, state_dir: str = STATE_DIR) -> dict:
+    return _read_json(_state_file(state_dir, unit))
 
 
 def previous_stop(unit: str, state_dir: str | None = None) -> dict | None:
     """How the last run of ``unit`` ended, as recorded after it; None if not in this boot.
 
+    Read by the starting service itself, from the one file of the alert's state it may read.
     A record from an earlier boot is ignored: the runs between it and the reboot may have
     ended without anyone recording it (a power cut).
     """
-    stop = read_state(unit, state_dir or STATE_DIR).get("last_stop")
+    stop = _read_json(_run_file(state_dir or STATE_DIR, unit)).get("last_stop")
     return stop if this_boot(stop) else None
+
+
+def _write_json(path: str, value: dict, mode: int) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+    os.chmod(tmp, mode)  # whatever the umask
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
 def locked_state(unit: str, state_dir: str = STATE_DIR) -> Iterator[dict]:
-    """The unit's state, read and written back under an exclusive lock (flock)."""
-    os.makedirs(state_dir, exist_ok=True)
-    os.chmod(state_dir, 0o755)  # whatever the unit's UMask=: the service reads it at start
-    with open(os.path.join(state_dir, f"{unit}.lock"), "a") as lock:
+    """The unit's state, read and written back under an exclusive lock (flock).
+
+    The directory is 0711 and its files 0600: DAG code (the airflow user) can neither read the
+    rate limit's state nor list the units; it can open ``runs/UNIT.json``, the last run's end
+    (0644 in a 0755 directory), which the service reads at start.
+    """
+    runs = os.path.join(state_dir, RUNS_DIR)
+    os.makedirs(runs, exist_ok=True)
+    os.chmod(state_dir, 0o711)
+    os.chmod(runs, 0o755)
+    with open(os.open(os.path.join(state_dir, f"{unit}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         state = read_state(unit, state_dir)
         yield state
-        path = _state_file(state_dir, unit)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o644)  # the service reads last_stop at start (previous_stop)
-        os.replace(tmp, path)
+        _write_json(_state_file(state_dir, unit), state, 0o600)
+        if "last_stop" in state:
+            _write_json(_run_file(state_dir, unit), {"last_stop": state["last_stop"]}, 0o644)
 
 
 def admit(state: dict, previous: dict | None, now: float, settings: Settings, *, final: bool) -> int | None:
@@ -577,6 +600,27 @@ def alert(
     return _by_hand(unit, settings, systemd, now, dry_run)
 
 
+def parse_instance(instance: str) -> tuple[str, dict[str, str]]:
+    """The unit, and how its run ended, from ``airflow-alert@``'s instance name.
+
+    ``UNIT:RESULT:EXIT_CODE:EXIT_STATUS:INVOCATION_ID`` (what each unit's ExecStopPost= asks
+    for, systemd filling in the variables of systemd.exec(5)) gives those as the variables an
+    ExecStopPost= would see; a bare ``UNIT`` (OnFailure=, or by hand) gives none.
+    """
+    name, *ended = instance.split(":")
+    if not ended:
+        return unit_name(name), {}
+    if len(ended) != 4 or not ended[0]:
+        raise ValueError(f"{instance!r}: expected UNIT or UNIT:RESULT:EXIT_CODE:EXIT_STATUS:INVOCATION_ID")
+    keys = ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS", "INVOCATION_ID")
+    return unit_name(name), dict(zip(keys, ended))
+
+
+def _monitor_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """What systemd gives an OnFailure= unit; an after-run alert comes by its instance name."""
+    return {key: value for key, value in environ.items() if key.startswith("MONITOR_")}
+
+
 def _stop_from(environ, prefix: str = "") -> dict:
     """How the unit's run ended, from ExecStopPost='s variables or, prefixed MONITOR_, from
     those systemd gives an OnFailure= unit."""
@@ -609,6 +653,8 @@ def _after_run(unit, environ, settings, systemd, state_dir, now, dry_run) -> dic
         state["last_stop"] = stop
         if stop["result"] == "success":
             return None
+        if not restarts and _alerted_final(state, stop, unit):
+            return None
         held_back = admit(state, previous, now, settings, final=not restarts)
         if not restarts:
             state["final_invocation_id"] = stop["invocation_id"]
@@ -630,13 +676,20 @@ def _unit_failed(unit, environ, settings, systemd, state_dir, now, dry_run) -> d
     if dry_run:
         return _payload(unit, stop, "down", 0, settings, systemd, now)
     with locked_state(unit, state_dir) as state:
-        # A failure systemd was not going to restart was alerted as "down" after its run.
-        if stop["invocation_id"] and state.get("final_invocation_id") == stop["invocation_id"]:
-            log.info("alert for %s: its failure was alerted after the run already", unit)
+        if _alerted_final(state, stop, unit):
             return None
         state["final_invocation_id"] = stop["invocation_id"]
         held_back = admit(state, state.get("last_stop"), now, settings, final=True)
     return _payload(unit, stop, "down", held_back, settings, systemd, now)
+
+
+def _alerted_final(state: dict, stop: Mapping, unit: str) -> bool:
+    """Whether the final failure of this run went out already: systemd starts both the after-run
+    and the OnFailure= alert for a failure it does not restart, and either may come first."""
+    if stop["invocation_id"] and state.get("final_invocation_id") == stop["invocation_id"]:
+        log.info("alert for %s: its failure was alerted already", unit)
+        return True
+    return False
 
 
 def _by_hand(unit, settings, systemd, now, dry_run) -> dict:
@@ -668,7 +721,11 @@ def _payload(unit, stop, kind, held_back, settings, systemd, now) -> dict:
 
 def run_command(args: argparse.Namespace) -> int:
     journal.setup("alert", native=False)  # short-lived: its stream carries the unit reliably
-    unit = unit_name(args.unit)
+    try:
+        unit, ended = parse_instance(args.unit)
+    except ValueError as exc:
+        log.error("alert: %s", exc)
+        return 0
     settings = Settings()
     try:
         settings = load_config(args.config)
@@ -677,7 +734,12 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         systemd = Systemd(read_journal=bool(settings.channels) or args.dry_run)
         payload = alert(
-            unit, os.environ, settings, systemd=systemd, state_dir=args.state_dir, dry_run=args.dry_run
+            unit,
+            ended or _monitor_variables(os.environ),
+            settings,
+            systemd=systemd,
+            state_dir=args.state_dir,
+            dry_run=args.dry_run,
         )
         if payload is None:
             return 0
@@ -698,11 +760,13 @@ Alert the configured channels that UNIT failed: its result, exit status and last
 lines from the journal (journalctl -u UNIT -p err), as JSON to webhooks (or a Slack
 message), mail through the local sendmail, or commands (JSON on stdin).
 
-The shipped units run it as ExecStopPost=-+ after every run (it alerts a run that
-failed, $SERVICE_RESULT) and from OnFailure=airflow-alert@%N.service once the unit has
-failed for good. At most max_alerts alerts per unit per window; the first failure after
-a good run, and a unit that stays down, always go out. Run by hand, it reports the unit's
-current state (try your channels with it; --dry-run prints the payload instead).
+The shipped units start it in airflow-alert@.service, as the airflow-alert account:
+after every run, as airflow-alert@UNIT:RESULT:EXIT_CODE:EXIT_STATUS:INVOCATION_ID (their
+ExecStopPost= fills these in; a run that failed is alerted), and from
+OnFailure=airflow-alert@%N.service once the unit has failed for good. At most max_alerts
+alerts per unit per window; the first failure after a good run, and a unit that stays
+down, always go out. Run by hand with a plain UNIT, it reports the unit's current state
+(try your channels with it, as root or airflow-alert; --dry-run prints the payload).
 
 Channels and limits: --config (default {DEFAULT_CONFIG}), documented in the
 template install-units writes there. State: {STATE_DIR}.
@@ -720,7 +784,9 @@ def register(subparsers) -> None:
         description=ALERT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("unit", metavar="UNIT", help="the unit, e.g. airflow-scheduler.service")
+    parser.add_argument(
+        "unit", metavar="UNIT", help="the unit, e.g. airflow-scheduler.service (or the instance name above)"
+    )
     parser.add_argument(
         "--config", default=DEFAULT_CONFIG, metavar="PATH", help="channels and limits (default: %(default)s)"
     )

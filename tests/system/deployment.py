@@ -121,7 +121,7 @@ class Deployment:
         return [
             "--property=User=airflow",
             "--property=Group=airflow",
-            "--property=EnvironmentFile=-/var/lib/airflow/secrets.env",
+            "--property=EnvironmentFile=-/etc/airflow-systemd/secrets.env",
             "--property=EnvironmentFile=/etc/default/airflow",
             "--property=StateDirectory=airflow",
             "--property=LogsDirectory=airflow",

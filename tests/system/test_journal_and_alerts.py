@@ -67,8 +67,9 @@ def alerts(unit):
             ALERT_CONFIG,
             f"[alert]\nmax_alerts = {MAX_ALERTS}\nwindow = 1h\ntimeout = 5s\n"
             f"[webhook]\nurl = {receiver.url}\n",
-            mode=0o600,
+            mode=0o640,
         )
+        unit.sb.exec("chgrp", "airflow-alert", ALERT_CONFIG)  # the alert's account reads it
         try:
             yield receiver
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -193,8 +194,31 @@ def test_a_clean_stop_is_recorded_and_not_alerted(tmp_path):
     assert alert.alert(UNIT, env, alert.Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path)) is None
     stop = alert.previous_stop(UNIT, str(tmp_path))
     assert (stop["result"], stop["invocation_id"], stop["restarts"]) == ("success", "inv1", False)
-    mode = stat.S_IMODE((tmp_path / f"{UNIT}.json").stat().st_mode)
-    assert mode == 0o644  # the service reads it at start
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    # The service reads its last run at start; the rate limit's state is the alert's alone.
+    assert (mode(tmp_path / "runs"), mode(tmp_path / "runs" / f"{UNIT}.json")) == (0o755, 0o644)
+    assert json.loads((tmp_path / "runs" / f"{UNIT}.json").read_text()) == {"last_stop": stop}
+    assert (mode(tmp_path), mode(tmp_path / f"{UNIT}.json"), mode(tmp_path / f"{UNIT}.lock")) == (
+        0o711,
+        0o600,
+        0o600,
+    )
+
+
+def test_the_instance_name_carries_how_the_run_ended():
+    assert alert.parse_instance("airflow-scheduler") == (UNIT, {})
+    assert alert.parse_instance("airflow-scheduler:watchdog:dumped:ABRT:inv7") == (
+        UNIT,
+        {"SERVICE_RESULT": "watchdog", "EXIT_CODE": "dumped", "EXIT_STATUS": "ABRT", "INVOCATION_ID": "inv7"},
+    )
+    # a run whose main process never started: systemd fills in nothing for the exit
+    assert alert.parse_instance("airflow-scheduler:resources:::inv8")[1]["EXIT_CODE"] == ""
+    for bad in ("airflow-scheduler:exit-code", "airflow-scheduler::exited:1:inv1", "a:b:c:d:e:f"):
+        with pytest.raises(ValueError, match="expected UNIT or UNIT:RESULT"):
+            alert.parse_instance(bad)
 
 
 def test_a_failure_names_the_unit_the_result_and_the_last_error_of_that_run(tmp_path):
@@ -268,6 +292,14 @@ def test_a_failure_systemd_does_not_restart_is_one_alert(tmp_path):
     assert (payload["kind"], payload["restarts"]) == ("down", False)
     assert "stays down" in payload["summary"]
     assert alert.alert(UNIT, unit_failed(status="78"), alert.Settings(), **args) is None
+
+
+def test_a_failure_systemd_does_not_restart_is_one_alert_whichever_hook_comes_first(tmp_path):
+    # systemd starts the after-run and the OnFailure= alert for it; both run on their own.
+    args = dict(systemd=FakeSystemd(), state_dir=str(tmp_path))
+    assert alert.alert(UNIT, unit_failed(status="78"), alert.Settings(), **args)["kind"] == "down"
+    assert alert.alert(UNIT, after_run(status="78"), alert.Settings(), **args) is None
+    assert alert.previous_stop(UNIT, str(tmp_path))["exit_status"] == "78"  # still recorded
 
 
 def test_giving_up_after_restarts_is_alerted_once(tmp_path):
@@ -407,12 +439,20 @@ def caplog_airflow_systemd():
 
 
 def _alert_command(tmp_path, config_text, env):
+    """The command as airflow-alert@.service runs it: how the run ended is in the instance
+    name (see the units' ExecStopPost=), what systemd gives an OnFailure= unit in ``env``."""
     config = tmp_path / "alert.conf"
     config.write_text(config_text)
-    command = [sys.executable, "-m", "airflow_systemd", "alert", "airflow-scheduler"]
+    instance = "airflow-scheduler"
+    if "SERVICE_RESULT" in env:
+        keys = ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS", "INVOCATION_ID")
+        instance += "".join(f":{env[key]}" for key in keys)
+        env = {}
+    command = [sys.executable, "-I", "-m", "airflow_systemd", "alert", instance]
     return subprocess.run(
         [*command, "--config", str(config), "--state-dir", str(tmp_path / "state")],
-        env={**os.environ, "PYTHONPATH": os.getcwd(), **env},
+        env={**os.environ, **env},
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=60,
@@ -453,10 +493,11 @@ def test_a_broken_config_is_logged_and_the_run_still_recorded(tmp_path):
 def test_alert_unit_runs_the_venvs_command_and_verifies(tmp_path):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "airflow-systemd").symlink_to("/bin/true")
+    (venv / "bin" / "python3").symlink_to("/bin/true")
     text = units.render_alert_unit(str(venv))
     assert text.splitlines()[0] == units.MARKER
-    assert f"ExecStart={venv}/bin/airflow-systemd alert %i" in text.splitlines()
+    assert f"ExecStart={venv}/bin/python3 -I -m airflow_systemd alert %i" in text.splitlines()
+    assert "User=airflow-alert" in text.splitlines()
     instance = tmp_path / "airflow-alert@airflow-scheduler.service"
     instance.write_text(text)
     if shutil.which("systemd-analyze") is None:
@@ -465,14 +506,14 @@ def test_alert_unit_runs_the_venvs_command_and_verifies(tmp_path):
     assert (result.returncode, result.stderr.strip()) == (0, "")
 
 
-def test_a_non_default_alert_config_is_passed_to_the_alert_commands():
+def test_a_non_default_alert_config_is_passed_to_the_alert_command():
     unit = units.with_alert_config(
-        "ExecStart=/v/bin/airflow-systemd scheduler\nExecStopPost=-+/v/bin/airflow-systemd alert %n\n",
+        "ExecStart=/v/bin/python3 -I -m airflow_systemd alert %i\nExecStartPre=/bin/true alert %i\n",
         "/srv/alert.conf",
     )
     assert unit.splitlines() == [
-        "ExecStart=/v/bin/airflow-systemd scheduler",
-        "ExecStopPost=-+/v/bin/airflow-systemd alert %n --config /srv/alert.conf",
+        "ExecStart=/v/bin/python3 -I -m airflow_systemd alert %i --config /srv/alert.conf",
+        "ExecStartPre=/bin/true alert %i",
     ]
     assert units.with_alert_config(unit, units.DEFAULT_ALERT_CONFIG) == unit
     assert "alert %i --config /srv/alert.conf" in units.render_alert_unit("/v", "/srv/alert.conf")
@@ -488,25 +529,31 @@ def test_install_writes_the_alert_unit_the_catalog_and_the_channels_template(tmp
         str(tmp_path / "catalog"),
     ]
     args += ["--user", "nobody", "--airflow-home", "/var/lib/airflow-units-test", "--no-reload"]
+    args += ["--secrets-file", str(tmp_path / "secrets.env"), "--alert-user", "daemon"]
     parser = units.argparse.ArgumentParser()
     units.register(parser.add_subparsers())
     parsed = parser.parse_args(args)
     assert parsed.func(parsed) == 0, capsys.readouterr().err
     alert_unit = (tmp_path / units.ALERT_UNIT).read_text()
-    assert (
-        f"ExecStart={sys.prefix}/bin/airflow-systemd alert %i --config {tmp_path}/etc/alert.conf"
-        in alert_unit
+    config = f"--config {tmp_path}/etc/alert.conf"
+    assert f"ExecStart={sys.prefix}/bin/python3 -I -m airflow_systemd alert %i {config}" in alert_unit
+    assert tuple(line for line in alert_unit.splitlines() if line.startswith(("User=", "Group="))) == (
+        "User=daemon",
+        "Group=daemon",
     )
     scheduler = (tmp_path / units.SCHEDULER_UNIT).read_text().splitlines()
+    # The unit only asks systemd to start the alert; how the run ended is the instance name.
     assert (
-        f"ExecStopPost=-+{sys.prefix}/bin/airflow-systemd alert %n --config {tmp_path}/etc/alert.conf"
-        in scheduler
+        "ExecStopPost=-+systemctl start "
+        "airflow-alert@%N:${SERVICE_RESULT}:${EXIT_CODE}:${EXIT_STATUS}:${INVOCATION_ID}.service" in scheduler
     )
     assert "OnFailure=airflow-alert@%N.service" in scheduler
     catalog = (tmp_path / "catalog" / units.CATALOG).read_text()
     assert catalog.startswith(units.MARKER) and journal.CRASHED in catalog
     config = tmp_path / "etc" / "alert.conf"
-    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    # readable by root and the alert's account only
+    assert (stat.S_IMODE(config.stat().st_mode), config.stat().st_uid) == (0o640, 0)
+    assert config.stat().st_gid == pwd.getpwnam("daemon").pw_gid
     assert config.read_text() == units.template_text(units.ALERT_CONFIG_TEMPLATE)
     assert "skipped journalctl --update-catalog" in capsys.readouterr().err
 
@@ -541,12 +588,16 @@ def test_install_from_a_venv_under_tmp_lets_the_alert_unit_see_it(tmp_path, caps
         args = ["install-units", "--venv", str(venv), "--unit-dir", str(tmp_path)]
         args += ["--env-file", str(tmp_path / "env"), "--alert-config", str(tmp_path / "alert.conf")]
         args += ["--catalog-dir", str(tmp_path / "catalog"), "--user", "nobody", "--no-reload"]
+        args += ["--secrets-file", str(tmp_path / "secrets.env"), "--alert-user", "daemon"]
         parser = units.argparse.ArgumentParser()
         units.register(parser.add_subparsers())
         parsed = parser.parse_args(args)
         assert parsed.func(parsed) == 0, capsys.readouterr().err
         alert_unit = (tmp_path / units.ALERT_UNIT).read_text().splitlines()
-        assert f"ExecStart={venv}/bin/airflow-systemd alert %i --config {tmp_path}/alert.conf" in alert_unit
+        assert (
+            f"ExecStart={venv}/bin/python3 -I -m airflow_systemd alert %i --config {tmp_path}/alert.conf"
+            in alert_unit
+        )
         assert str(venv) in _bound_read_only(alert_unit)
         assert str(venv) in _bound_read_only((tmp_path / units.SCHEDULER_UNIT).read_text().splitlines())
     finally:
@@ -564,7 +615,9 @@ def test_code_the_service_user_can_change_is_refused():
         (venv / "lib" / "module.py").write_text("")
         units.refuse_code_writable_by(account, [str(venv)])  # root's: fine
         os.chown(venv / "lib" / "module.py", account.uid, account.gid)
-        with pytest.raises(units.Refusal, match=r"nobody can write to .*/venv/lib/module\.py.* as root"):
+        with pytest.raises(
+            units.Refusal, match=r"nobody can write to .*/venv/lib/module\.py.* airflow-alert"
+        ):
             units.refuse_code_writable_by(account, [str(venv)])
         os.chown(venv / "lib" / "module.py", 0, 0)
         os.chown(parent, account.uid, account.gid)  # could swap the whole venv

@@ -260,7 +260,8 @@ def test_restart_after_failure_is_reported_from_the_alert_state(sent, tmp_path, 
     monkeypatch.setattr(journal, "own_unit", lambda: "airflow-scheduler.service")
     journal.report_restart_after_failure()  # no record: a first start
     stop = {"result": "watchdog", "exit_code": "dumped", "exit_status": "ABRT", "invocation_id": "abc"}
-    (tmp_path / "airflow-scheduler.service.json").write_text(
+    (tmp_path / "runs").mkdir()  # the one part of the alert's state the service may read
+    (tmp_path / "runs" / "airflow-scheduler.service.json").write_text(
         json.dumps({"last_stop": {**stop, "time": time.time()}})
     )
     journal.report_restart_after_failure()
@@ -274,7 +275,7 @@ def test_restart_after_failure_is_reported_from_the_alert_state(sent, tmp_path, 
         {**stop, "result": "success", "time": time.time()},
         {**stop, "time": alert.booted_at() - 60},
     ):
-        (tmp_path / "airflow-scheduler.service.json").write_text(json.dumps({"last_stop": record}))
+        (tmp_path / "runs" / "airflow-scheduler.service.json").write_text(json.dumps({"last_stop": record}))
         journal.report_restart_after_failure()
     assert len(sent) == 1
 
