@@ -15,6 +15,7 @@ a unit that cannot exec its ExecStart= would otherwise only fail at ``systemctl 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import grp
 import json
@@ -24,6 +25,8 @@ import stat
 import subprocess
 import sys
 from importlib import resources
+
+from airflow_systemd import secrets_file
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -43,6 +46,11 @@ ENV_FILE_TEMPLATE = "airflow.default"
 # Alerting: the OnFailure= template, its channels' config, and the journal's message catalog.
 ALERT_UNIT = "airflow-alert@.service"
 ALERT_CONFIG_TEMPLATE = "alert.conf"
+# The alert's own account (airflow-alert@.service's User=), from this sysusers.d file.
+ALERT_USER = "airflow-alert"
+ALERT_SYSUSERS = "airflow-alert.sysusers"
+# Where the shipped alert unit runs Python: the Debian package's virtualenv.
+PACKAGE_VENV = "/opt/venvs/airflow-systemd"
 CATALOG = "airflow-systemd.catalog"
 
 DEFAULT_USER = "airflow"
@@ -217,6 +225,7 @@ def render_service(
     venv: str,
     env_file: str,
     sandbox: Sandbox,
+    secrets_path: str = secrets_file.DEFAULT_PATH,
     template: str | None = None,
 ) -> str:
     """The scheduler unit for this host, from the shipped unit (or ``template``)."""
@@ -230,7 +239,10 @@ def render_service(
     unit.set("User=", f"User={user}")
     unit.set("Group=", f"Group={group}")
     unit.set("Environment=AIRFLOW_HOME=", f"Environment=AIRFLOW_HOME={_unit_value(airflow_home)}")
+    for key in ("Environment=VIRTUAL_ENV=", "Environment=PATH="):  # the activated virtualenv
+        unit.set(key, unit.lines[unit.index(key)].replace(PACKAGE_VENV, _unit_value(venv)))
     unit.set("EnvironmentFile=-/etc/default/airflow", f"EnvironmentFile=-{_unit_value(env_file)}")
+    unit.set(f"EnvironmentFile=-{secrets_file.DEFAULT_PATH}", f"EnvironmentFile=-{_unit_value(secrets_path)}")
     if sandbox.state_directory is not None:
         unit.set("StateDirectory=", f"StateDirectory={_unit_value(sandbox.state_directory)}")
     else:
@@ -245,25 +257,32 @@ def render_service(
                 "ReadWritePaths=" + " ".join(_unit_value(p) for p in sandbox.read_write_paths),
             ],
         )
+    _mount_code_back(unit, sandbox)
+    return "\n".join(_header(name)) + "\n" + unit.text()
+
+
+def _mount_code_back(unit: _Lines, sandbox: Sandbox) -> None:
+    """Where the code (or AIRFLOW_HOME) is under /tmp, /home or /root: mount it back into the
+    private /tmp or the ProtectHome=tmpfs, as :func:`plan_sandbox` decided."""
     if sandbox.bind_private_tmp:
         unit.insert_after("PrivateTmp=", _private_tmp_binds(sandbox))
-    if sandbox.protect_home != "yes":
-        binds = [
-            "# The virtualenv or AIRFLOW_HOME is under /home, /root or /run/user:",
-            "# ProtectHome=tmpfs replaces those trees with empty ones and only the",
-            "# paths below are mounted back into them (read-only but AIRFLOW_HOME).",
-            "# TemporaryFileSystem= repeats it with the documented read-only mode,",
-            "# which systemd before v257 leaves out (systemd issue #34825).",
-            f"ProtectHome={sandbox.protect_home}",
-            "TemporaryFileSystem=" + " ".join(f"{d}:ro" for d in PROTECTED_HOME_DIRS),
-        ]
-        if sandbox.bind_read_only:
-            binds.append("BindReadOnlyPaths=" + " ".join(_unit_value(p) for p in sandbox.bind_read_only))
-        if sandbox.bind_read_write:
-            binds.append("BindPaths=" + " ".join(_unit_value(p) for p in sandbox.bind_read_write))
-        i = unit.index("ProtectHome=")
-        unit.lines[i : i + 1] = binds
-    return "\n".join(_header(name)) + "\n" + unit.text()
+    if sandbox.protect_home == "yes":
+        return
+    binds = [
+        "# The virtualenv or AIRFLOW_HOME is under /home, /root or /run/user:",
+        "# ProtectHome=tmpfs replaces those trees with empty ones and only the",
+        "# paths below are mounted back into them (read-only but AIRFLOW_HOME).",
+        "# TemporaryFileSystem= repeats it with the documented read-only mode,",
+        "# which systemd before v257 leaves out (systemd issue #34825).",
+        f"ProtectHome={sandbox.protect_home}",
+        "TemporaryFileSystem=" + " ".join(f"{d}:ro" for d in PROTECTED_HOME_DIRS),
+    ]
+    if sandbox.bind_read_only:
+        binds.append("BindReadOnlyPaths=" + " ".join(_unit_value(p) for p in sandbox.bind_read_only))
+    if sandbox.bind_read_write:
+        binds.append("BindPaths=" + " ".join(_unit_value(p) for p in sandbox.bind_read_write))
+    i = unit.index("ProtectHome=")
+    unit.lines[i : i + 1] = binds
 
 
 def _private_tmp_binds(sandbox: Sandbox) -> list[str]:
@@ -275,33 +294,48 @@ def _private_tmp_binds(sandbox: Sandbox) -> list[str]:
 
 
 def render_alert_unit(
-    venv: str, alert_config: str = DEFAULT_ALERT_CONFIG, sandbox: Sandbox | None = None
+    venv: str,
+    alert_config: str = DEFAULT_ALERT_CONFIG,
+    sandbox: Sandbox | None = None,
+    alert_user: str = ALERT_USER,
 ) -> str:
     """airflow-alert@.service, running the alert from ``venv``.
 
-    ``sandbox`` is the services' (:func:`plan_sandbox`): the alert unit has PrivateTmp=yes too,
-    so code under /tmp or /var/tmp is mounted back the same way, or its ExecStart= fails
-    (203/EXEC) and the OnFailure= alert is never sent. None: no code there. Its
-    ProtectHome=read-only leaves code under /home or /root readable as it is.
+    ``sandbox`` is the services' (:func:`plan_sandbox`), less AIRFLOW_HOME, which the alert
+    never touches: code under /tmp, /var/tmp, /home or /root is mounted back the same way, or
+    its ExecStart= fails (203/EXEC) and no alert is ever sent. None: no code there.
     """
     unit = _Lines(template_text(ALERT_UNIT), ALERT_UNIT)
-    executable = os.path.join(venv, "bin", "airflow-systemd")
-    unit.set("ExecStart=", f"ExecStart={_exec_value(executable)} alert %i")
-    if sandbox is not None and sandbox.bind_private_tmp:
-        unit.insert_after("PrivateTmp=", _private_tmp_binds(sandbox))
+    python = os.path.join(venv, "bin", "python3")
+    unit.set(
+        "ExecStart=",
+        unit.lines[unit.index("ExecStart=")].replace(f"{PACKAGE_VENV}/bin/python3", _exec_value(python), 1),
+    )
+    if alert_user != ALERT_USER:
+        unit.set("User=", f"User={alert_user}")
+        unit.set("Group=", f"Group={_primary_group(alert_user)}")
+    if sandbox is not None:
+        _mount_code_back(unit, dataclasses.replace(sandbox, bind_read_write=()))
     return with_alert_config("\n".join(_header(ALERT_UNIT)) + "\n" + unit.text(), alert_config)
 
 
 def with_alert_config(text: str, alert_config: str) -> str:
-    """Point a unit's alert command lines at ``alert_config`` when it is not the default."""
+    """Point the alert unit's command at ``alert_config`` when it is not the default."""
     if alert_config == DEFAULT_ALERT_CONFIG:
         return text
     option = f" --config {_exec_value(alert_config)}"
     lines = [
-        line + option if line.startswith(("ExecStart=", "ExecStopPost=")) and " alert %" in line else line
+        line + option if line.startswith("ExecStart=") and " alert %i" in line else line
         for line in text.splitlines()
     ]
     return "\n".join(lines) + "\n"
+
+
+def _primary_group(user: str) -> str:
+    try:
+        return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    except KeyError:
+        return user  # what systemd-sysusers would create
 
 
 def render_catalog() -> str:
@@ -454,10 +488,17 @@ def _first_writable(paths: list[str]) -> str | None:
     for top in paths:
         parent = os.path.dirname(top)
         while parent not in ("/", ""):
-            sticky = os.stat(parent).st_mode & stat.S_ISVTX
+            try:
+                sticky = os.stat(parent).st_mode & stat.S_ISVTX
+            except PermissionError:  # cannot reach it, so cannot change it either
+                sticky = True
             if not sticky and os.access(parent, os.W_OK):
                 return parent
             parent = os.path.dirname(parent)
+        if not os.path.isdir(top):
+            if os.path.lexists(top) and not os.path.islink(top) and os.access(top, os.W_OK):
+                return top
+            continue
         for root, _dirs, files in os.walk(top):
             if os.access(root, os.W_OK):
                 return root
@@ -471,18 +512,52 @@ def _first_writable(paths: list[str]) -> str | None:
 def refuse_code_writable_by(account: Account, paths: list[str]) -> None:
     """Refuse code that the service's user could change.
 
-    The units run the alert from the virtualenv as root (ExecStopPost=+): code the service's
-    user could change would let anything running as that user (DAG code) run code as root.
+    The alert runs from the virtualenv as its own account (airflow-alert@.service): code the
+    service's user could change would let anything running as that user (DAG code) run code
+    as that account, and read the alert channels' secrets.
     """
     if os.geteuid() != 0 and account.uid != os.geteuid():
         return  # check_access has warned already
     path = _as_user(account, lambda: _first_writable(paths))
     if path:
         raise Refusal(
-            f"user {account.user} can write to {path}: the units run airflow-systemd from this "
-            f"virtualenv as root (the alert in ExecStopPost=+), so {account.user} could run "
-            "code as root. Create the virtualenv, and install airflow-systemd, as root."
+            f"user {account.user} can write to {path}: the alert runs airflow-systemd from this "
+            f"virtualenv as the account {ALERT_USER}, so {account.user} could run code as "
+            "another account. Create the virtualenv, and install airflow-systemd, as root."
         )
+
+
+def refuse_path_writable_by(account: Account, path: str, option: str) -> None:
+    """Refuse a file of the units' that the service's user could change (or create).
+
+    The units read the environment files for their ``+`` (root) lines too, and the alert's
+    account reads alert.conf: a line DAG code added there would choose code for them.
+    """
+    if os.geteuid() != 0 and account.uid != os.geteuid():
+        return  # check_access has warned already
+    directory = os.path.dirname(path)
+    found = _as_user(
+        account, lambda: _first_writable([path]) if os.path.lexists(path) else _first_writable([directory])
+    )
+    if found:
+        raise Refusal(
+            f"{option} {path}: user {account.user} can write to {found}, and the units read it as "
+            "root or as the alert's account: choose a place only root can change"
+        )
+
+
+def ensure_alert_user(name: str) -> int:
+    """The group id of the alert's account; the default one is created (systemd-sysusers)."""
+    with contextlib.suppress(KeyError):
+        return grp.getgrgid(pwd.getpwnam(name).pw_gid).gr_gid
+    if name != ALERT_USER:
+        raise Refusal(f"--alert-user {name!r} does not exist: create it, in the systemd-journal group")
+    try:
+        subprocess.run(["systemd-sysusers", template_path(ALERT_SYSUSERS)], check=True, capture_output=True)
+        print(f"created the user {name} (systemd-sysusers {template_path(ALERT_SYSUSERS)})", file=sys.stderr)
+        return grp.getgrgid(pwd.getpwnam(name).pw_gid).gr_gid
+    except (OSError, subprocess.CalledProcessError, KeyError) as exc:
+        raise RuntimeError(f"could not create the user {name}: {exc}") from None
 
 
 def query_venv(venv: str) -> dict:
@@ -595,6 +670,13 @@ def _install(args: argparse.Namespace) -> int:
     refuse_code_writable_by(account, [venv, *info["package"]])
     alert_config = _abspath(args.alert_config, "--alert-config")
     catalog_dir = _abspath(args.catalog_dir, "--catalog-dir")
+    secrets_path = _abspath(args.secrets_file, "--secrets-file")
+    for path, option in (
+        (secrets_path, "--secrets-file"),
+        (env_file, "--env-file"),
+        (alert_config, "--alert-config"),
+    ):
+        refuse_path_writable_by(account, path, option)
 
     rendered = {
         os.path.join(unit_dir, name): render_service(
@@ -605,12 +687,14 @@ def _install(args: argparse.Namespace) -> int:
             venv=venv,
             env_file=env_file,
             sandbox=sandbox,
+            secrets_path=secrets_path,
         )
         for name in shipped_units()
     }
     rendered[os.path.join(unit_dir, TARGET_UNIT)] = render_target()
-    rendered = {path: with_alert_config(text, alert_config) for path, text in rendered.items()}
-    rendered[os.path.join(unit_dir, ALERT_UNIT)] = render_alert_unit(venv, alert_config, sandbox)
+    rendered[os.path.join(unit_dir, ALERT_UNIT)] = render_alert_unit(
+        venv, alert_config, sandbox, args.alert_user
+    )
     rendered[os.path.join(catalog_dir, CATALOG)] = render_catalog()
     if args.dry_run:
         for path, text in rendered.items():
@@ -624,6 +708,14 @@ def _install(args: argparse.Namespace) -> int:
                 f"{path} exists and was not written by install-units (no {MARKER!r} line): "
                 "move it away or pass --force"
             )
+    alert_gid = ensure_alert_user(args.alert_user)
+    try:
+        said = secrets_file.ensure(
+            secrets_path, account.group, take_over=os.path.join(home, os.path.basename(secrets_file.OLD_PATH))
+        )
+    except secrets_file.SecretsProblem as exc:
+        raise Refusal(f"--secrets-file {secrets_path}: {exc}") from None
+    print(said, file=sys.stderr)
     os.makedirs(catalog_dir, mode=0o755, exist_ok=True)
     for path, text in rendered.items():
         _write(path, text, 0o644)
@@ -633,8 +725,11 @@ def _install(args: argparse.Namespace) -> int:
         print(f"wrote {env_file} (a template: set the database there)", file=sys.stderr)
     if not os.path.exists(alert_config):
         os.makedirs(os.path.dirname(alert_config), mode=0o755, exist_ok=True)
-        _write(alert_config, template_text(ALERT_CONFIG_TEMPLATE), 0o600)
+        _write(alert_config, template_text(ALERT_CONFIG_TEMPLATE), 0o640)
         print(f"wrote {alert_config} (a template: set the alert channels there)", file=sys.stderr)
+    # Readable by the alert's account and root only, also when an older version left it 0600.
+    os.chown(alert_config, 0, alert_gid)
+    os.chmod(alert_config, 0o640)
     _update_catalog(catalog_dir)
 
     if args.no_reload:
@@ -740,17 +835,22 @@ EnvironmentFile= set from the options. The sandbox (ProtectSystem=strict,
 ProtectHome=yes) is adapted: an AIRFLOW_HOME outside /var/lib becomes a ReadWritePaths=,
 a virtualenv or AIRFLOW_HOME under /home or /root is mounted back into ProtectHome=tmpfs.
 A missing --env-file is created from a commented template (mode 0600).
+The installation's shared Airflow keys go to --secrets-file (root:GROUP 0640), once:
+an existing file is kept, one that an older version left in AIRFLOW_HOME is taken over.
 
-Alerting: {ALERT_UNIT} (the units' OnFailure=), the alert channels in --alert-config
-(a commented template, mode 0600, if missing) and the journal's message catalog
+Alerting: {ALERT_UNIT}, started by each unit after every run and by its
+OnFailure=, runs as --alert-user (created with systemd-sysusers if it is the default
+{ALERT_USER}); the alert channels in --alert-config (a commented template if
+missing; root:{ALERT_USER} 0640 either way) and the journal's message catalog
 {CATALOG} in --catalog-dir, indexed with journalctl --update-catalog.
 
 Before writing, it checks as --user, with that user's groups, that the user can reach
 the virtualenv, its interpreter, its Python library and AIRFLOW_HOME: every directory on
-the way must let the user in; and that the user cannot change the virtualenv or the
-airflow-systemd code, which the units also run as root (the alert, ExecStopPost=+).
-It refuses (exit 78) naming the first path that fails, and when the user or group
-does not exist.
+the way must let the user in; that the user cannot change the virtualenv or the
+airflow-systemd code, which the alert runs as another account; and that it cannot
+change --env-file, --secrets-file or --alert-config, which root and the alert's account
+read. DAG code runs as --user. It refuses (exit 78) naming the first path that fails,
+and when a user or group does not exist.
 
 Then, for Airflow 3: systemctl enable --now {TARGET_UNIT} {" ".join(SERVICES_BY_MAJOR["3"])}
 (Airflow 2.10: {" ".join(SERVICES_BY_MAJOR["2"])}), and the timers {" ".join(TIMERS)}.
@@ -808,6 +908,19 @@ def register(subparsers) -> None:
         default=DEFAULT_ALERT_CONFIG,
         metavar="PATH",
         help="the alert channels, created from a template if missing (default: %(default)s)",
+    )
+    install.add_argument(
+        "--secrets-file",
+        default=secrets_file.DEFAULT_PATH,
+        metavar="PATH",
+        help="the installation's shared Airflow keys, created if missing, root:GROUP 0640 "
+        "(default: %(default)s)",
+    )
+    install.add_argument(
+        "--alert-user",
+        default=ALERT_USER,
+        metavar="USER",
+        help="the account the alerts run as, created if it is the default and missing (default: %(default)s)",
     )
     install.add_argument(
         "--catalog-dir",

@@ -26,7 +26,16 @@ from tests.support.pgcluster import PgCluster
 REPO = artifacts.REPO_ROOT
 UNIT_DIR = REPO / "airflow_systemd" / "unit_files"
 VENV = "/opt/venvs/airflow-systemd"
-SECRETS = "/var/lib/airflow/secrets.env"
+SECRETS = "/etc/airflow-systemd/secrets.env"
+# Where versions before 0.2 kept them: written by the airflow user into its own home.
+OLD_SECRETS = "/var/lib/airflow/secrets.env"
+# An older installation's keys, and the line a DAG added to escalate (issue 10).
+OLD_KEYS = {
+    "AIRFLOW__CORE__FERNET_KEY": "b2xkLWZlcm5ldC1rZXktb2xkLWZlcm5ldC1rZXktMDE9",
+    "AIRFLOW__API__SECRET_KEY": "old-api-secret-key-0123456789",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "old-jwt-secret-0123456789abcdef",
+    "AIRFLOW__WEBSERVER__SECRET_KEY": "old-webserver-secret-0123456789",
+}
 SECRET_KEYS = ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET")
 # Units the package leaves out (debian/rules says why).
 NOT_SHIPPED = {"airflow-webserver.service"}
@@ -38,15 +47,24 @@ DAG = """\
 from datetime import datetime
 
 from airflow.providers.standard.operators.bash import BashOperator
-from airflow.providers.standard.operators.python import PythonOperator
+from airflow.providers.standard.operators.python import PythonOperator, PythonVirtualenvOperator
 from airflow.sdk import DAG
+
+
+def in_a_new_virtualenv():
+    import sys
+
+    print("fresh virtualenv at", sys.prefix)
+
 
 with DAG("pkg_smoke", schedule=None, start_date=datetime(2025, 1, 1), catchup=False):
     compute = PythonOperator(task_id="compute", python_callable=lambda: 6 * 7)
     hello = BashOperator(
-        task_id="hello", bash_command="echo hello from $(id -un): {{ ti.xcom_pull('compute') }}"
+        task_id="hello",
+        bash_command="echo hello from $(id -un): {{ ti.xcom_pull('compute') }} with $(which python)",
     )
-    compute >> hello
+    venv = PythonVirtualenvOperator(task_id="venv", python_callable=in_a_new_virtualenv)
+    compute >> hello >> venv
 """
 
 
@@ -209,6 +227,18 @@ true
     return machine.sh(script).stdout.split("\n")[:-1]
 
 
+def test_an_older_installations_secrets_in_the_airflow_home_are_planted(machine):
+    """What a version before 0.2 left: the keys written by the airflow user into its home,
+    which it could rewrite, here with the line a DAG would add. The next test installs."""
+    machine.exec("systemd-sysusers", "--inline", 'u airflow - "Apache Airflow" /var/lib/airflow')
+    machine.exec("install", "-d", "-o", "airflow", "-g", "airflow", "-m", "0750", "/var/lib/airflow")
+    text = "".join(f"{k}={v}\n" for k, v in OLD_KEYS.items()) + "PYTHONPATH=/var/lib/airflow/.x\n"
+    machine.exec(
+        "setpriv", "--reuid=airflow", "--regid=airflow", "--init-groups", "tee", OLD_SECRETS, input=text
+    )
+    assert machine.exec("stat", "-c", "%U:%G %a", OLD_SECRETS).stdout.split() == ["airflow:airflow", "644"]
+
+
 def test_install_on_a_clean_debian_starts_everything(machine, deb):
     installed = apt(machine, "install", f"{deb.parent}/{deb.name}")
     assert "airflow-systemd" in installed
@@ -246,6 +276,13 @@ def test_secrets_are_generated_once_and_read_by_every_service(machine):
     )
     assert set(SECRET_KEYS) <= set(values)
     assert len(set(values.values())) == len(values)
+    # taken over from the older installation's file: its keys, nothing else, and it is gone
+    assert values == OLD_KEYS
+    assert not exists(machine, OLD_SECRETS)
+    assert machine.exec("stat", "-c", "%U:%G %a", "/etc/airflow-systemd").stdout.split() == [
+        "root:root",
+        "755",
+    ]
     files = machine.systemctl("show", "-P", "EnvironmentFiles", "airflow-scheduler.service").stdout
     assert f"{SECRETS} " in files, files
     assert (
@@ -261,6 +298,11 @@ def test_secrets_are_generated_once_and_read_by_every_service(machine):
         "root:airflow",
         "640",
     ]
+    # the alert channels: for the alerts' own account and root only
+    alert_conf = machine.exec("stat", "-c", "%U:%G %a", "/etc/airflow-systemd/alert.conf").stdout.split()
+    assert alert_conf == ["root:airflow-alert", "640"]
+    groups = machine.exec("id", "-nG", "airflow-alert").stdout.split()
+    assert "systemd-journal" in groups
 
 
 def test_the_api_server_listens_on_localhost_only(machine):
@@ -306,7 +348,8 @@ def test_a_dag_dropped_into_the_dags_folder_runs(machine):
         "cat /var/log/airflow/dag_id=pkg_smoke/run_id=pkg_smoke_1/*/*.log 2>/dev/null || true"
     ).stdout
     assert state == "success", f"run state {state}\n{logs[-3000:]}"
-    assert "hello from airflow: 42" in logs
+    assert f"hello from airflow: 42 with {VENV}/bin/python" in logs  # the virtualenv, activated
+    assert "fresh virtualenv at /tmp/" in logs  # python -m venv, with Debian's ensurepip
     # and no example DAG next to it: the units set AIRFLOW__CORE__LOAD_EXAMPLES=False
     listed = json.loads(airflow(machine, "dags", "list", "--output", "json").strip().splitlines()[-1])
     assert [dag["dag_id"] for dag in listed] == ["pkg_smoke"]
@@ -375,5 +418,7 @@ def test_purge_removes_configuration_and_state_and_keeps_the_account(machine):
         assert not exists(machine, path), path
     leftovers = machine.sh("find /etc/systemd /lib/systemd/system -name 'airflow*'").stdout
     assert leftovers == ""
-    assert machine.exec("dpkg-statoverride", "--list", "/etc/default/airflow", check=False).returncode == 1
-    assert machine.exec("getent", "passwd", "airflow", check=False).returncode == 0  # kept, as documented
+    for path in ("/etc/default/airflow", "/etc/airflow-systemd/alert.conf"):
+        assert machine.exec("dpkg-statoverride", "--list", path, check=False).returncode == 1, path
+    for account in ("airflow", "airflow-alert"):  # kept, as documented
+        assert machine.exec("getent", "passwd", account, check=False).returncode == 0, account

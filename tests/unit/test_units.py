@@ -193,7 +193,6 @@ def test_render_custom_user_home_and_venv():
     shipped = set(_keys(SHIPPED_UNIT.read_text()))
     assert shipped - set(keys) == {
         "ExecStart=/usr/bin/airflow-systemd scheduler",
-        "ExecStopPost=-+/usr/bin/airflow-systemd alert %n",
         "User=airflow",
         "Group=airflow",
         "Environment=AIRFLOW_HOME=/var/lib/airflow",
@@ -314,6 +313,10 @@ def _install_argv(unit_dir: Path, *extra: str) -> list[str]:
         str(unit_dir / "alert.conf"),
         "--catalog-dir",
         str(unit_dir / "catalog"),
+        "--secrets-file",
+        str(unit_dir / "secrets.env"),
+        "--alert-user",
+        "daemon",
         "--no-reload",
         *extra,
     ]
@@ -482,3 +485,43 @@ def test_register_defaults():
     )
     assert args.func is units.install_units
     assert _parse(["uninstall-units"]).func is units.uninstall_units
+
+
+def test_the_alert_unit_runs_as_its_own_account_isolated_and_exposure_is_at_most_1_5(tmp_path):
+    text = (UNIT_FILES / units.ALERT_UNIT).read_text()
+    keys = _keys(text)
+    assert tuple(k for k in keys if k.startswith(("User=", "Group=", "SupplementaryGroups="))) == (
+        "User=airflow-alert",
+        "Group=airflow-alert",
+        "SupplementaryGroups=systemd-journal",
+    )
+    # No environment from a file, and Python that no PYTHON* variable or directory steers.
+    assert not [k for k in keys if k.startswith(("EnvironmentFile=", "Environment=", "WorkingDirectory="))]
+    assert "ExecStart=/opt/venvs/airflow-systemd/bin/python3 -I -m airflow_systemd alert %i" in keys
+    assert _exposure(UNIT_FILES / units.ALERT_UNIT) <= 1.5
+    instance = tmp_path / "airflow-alert@airflow-scheduler.service"
+    instance.write_text(
+        text.replace("/opt/venvs/airflow-systemd/bin/python3", "/bin/true")
+        .replace("User=airflow-alert", "User=root")
+        .replace("Group=airflow-alert", "Group=root")
+    )
+    result = _analyze("verify", str(instance))
+    assert (result.returncode, result.stderr.strip()) == (0, "")
+
+
+def test_every_privileged_line_of_a_shipped_unit_only_asks_systemd_to_start_the_alert():
+    # "+" and "!" run a command as root; the airflow user (DAG code) writes neither the
+    # command nor, with the files below out of its reach, its environment (tests/system
+    # checks those files' owners on an installed system).
+    for name in units.shipped_units():
+        for line in _keys((UNIT_FILES / name).read_text()):
+            key, _, value = line.partition("=")
+            prefix = re.match(r"[-@:+!|]*", value).group()
+            if key.startswith("Exec") and ("+" in prefix or "!" in prefix):
+                assert value == (
+                    "-+systemctl start "
+                    "airflow-alert@%N:${SERVICE_RESULT}:${EXIT_CODE}:${EXIT_STATUS}:${INVOCATION_ID}.service"
+                ), (name, line)
+        files = re.findall(r"^EnvironmentFile=-?(\S+)", (UNIT_FILES / name).read_text(), re.MULTILINE)
+        if name.endswith(".service"):
+            assert files == ["/etc/airflow-systemd/secrets.env", "/etc/default/airflow"], name
