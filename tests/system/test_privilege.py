@@ -142,6 +142,8 @@ def test_dag_code_runs_as_no_other_account_through_any_failure_and_alerts_still_
         d.wait_for(lambda: d.state() == "failed/failed", 180, "systemd to give up (start limit)")
         d.wait_for(lambda: any(b["kind"] == "down" for b in receiver.bodies), 60, "the final alert")
 
+    ran = markers(d, cursor)
+    print(f"payloads run (uid, what): {sorted(set(ran))}")
     bodies = receiver.bodies
     results = [(b["kind"], b["result"]) for b in bodies]
     assert ("failed", "signal") in results and ("failed", "watchdog") in results, results
@@ -165,7 +167,6 @@ def test_dag_code_runs_as_no_other_account_through_any_failure_and_alerts_still_
     assert other == {}, other
 
     # Each vector works, run by the airflow user; no other uid ever ran one.
-    ran = markers(d, cursor)
     for via in ("via=pythonpath", "via=ld_preload", "via=path:systemctl"):
         assert (airflow_uid, f"uid={airflow_uid} {via}") in ran, (via, ran)
     assert {uid for uid, _ in ran} == {airflow_uid}, [m for m in ran if m[0] != airflow_uid]
