@@ -11,7 +11,7 @@ import pytest
 
 from tests.harness.sandbox import DEFAULT_STATE_DIR, Sandbox
 from tests.support.pgcluster import PgCluster
-from tests.system.deployment import WATCHDOG, Deployment, create_migrated_database
+from tests.system.deployment import SCHEDULER, WATCHDOG, Deployment, create_migrated_database
 
 SYSTEM_TESTS_DIR = Path(__file__).resolve().parent
 NAME_PREFIX = "afsd"
@@ -85,3 +85,11 @@ def unit(deployment):
         d.pg.start()
     d.stop_all()
     d.reset()
+
+
+@pytest.fixture
+def tasks(unit):
+    """The deployment with what runs tasks up: the scheduler, the API server, the DAG processor."""
+    unit.sb.systemctl("start", SCHEDULER)
+    unit.start_companions()
+    yield unit

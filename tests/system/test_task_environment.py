@@ -10,23 +10,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.system import task_environment
-from tests.system.deployment import SCHEDULER, VENV
+from tests.system.deployment import VENV
 
 TASKS = ("virtualenv", "external_python", "airflow_cli", "write_file", "read_file")
 
 
-@pytest.fixture
-def services(unit):
-    unit.sb.systemctl("start", SCHEDULER)
-    unit.start_companions()
-    yield unit
-
-
-def test_virtualenv_external_python_and_airflow_cli_tasks_run_under_the_units(services):
-    d = services
+def test_virtualenv_external_python_and_airflow_cli_tasks_run_under_the_units(tasks):
+    d = tasks
     dag = d.add_dag("afsd_task_environment")
     run = d.trigger(dag)
     try:
@@ -47,9 +38,9 @@ def test_virtualenv_external_python_and_airflow_cli_tasks_run_under_the_units(se
         d.retire(dag)
 
 
-def test_a_task_sees_what_an_activated_virtualenv_gives_it_or_a_documented_difference(services):
-    units = task_environment.facts_under_the_units(services)
-    plain = task_environment.facts_plain(services)
+def test_a_task_sees_what_an_activated_virtualenv_gives_it_or_a_documented_difference(tasks):
+    units = task_environment.facts_under_the_units(tasks)
+    plain = task_environment.facts_plain(tasks)
     rows = task_environment.compare(units, plain)
     print("\n" + task_environment.table(rows))
     assert units["PATH"].split(":")[0] == f"{VENV}/bin"

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.system.deployment import SCHEDULER, WATCHDOG, running_loop
-
-
-@pytest.fixture
-def tasks(unit):
-    unit.sb.systemctl("start", SCHEDULER)
-    unit.start_companions()
-    yield unit
 
 
 def test_tasks_run_under_the_hardened_unit_and_their_logs_are_readable(tasks):
