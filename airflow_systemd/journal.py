@@ -178,7 +178,7 @@ def report_restart_after_failure() -> None:
     """RESTARTED_AFTER_FAILURE when the previous run of this unit failed.
 
     systemd tells a starting service nothing about the run before. The alert command, which the
-    units run as ExecStopPost= after every run, records how each run ended
+    units start after every run (ExecStopPost=), records how each run ended
     (:func:`airflow_systemd.alert.previous_stop`); this reads that record. Never raises: a
     start must not fail over a report.
     """

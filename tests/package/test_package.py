@@ -21,6 +21,7 @@ import pytest
 
 from tests.harness.sandbox import Sandbox
 from tests.package import artifacts
+from tests.support import privilege
 from tests.support.pgcluster import PgCluster
 
 REPO = artifacts.REPO_ROOT
@@ -303,6 +304,18 @@ def test_secrets_are_generated_once_and_read_by_every_service(machine):
     assert alert_conf == ["root:airflow-alert", "640"]
     groups = machine.exec("id", "-nG", "airflow-alert").stdout.split()
     assert "systemd-journal" in groups
+
+
+def test_no_unit_runs_as_another_account_anything_the_airflow_user_can_write(machine):
+    names = machine.sh("cd /lib/systemd/system && ls airflow*.service").stdout.split()
+    commands = privilege.privileged_commands(machine, names)
+    assert {n for n, _, _ in commands} >= {"airflow-scheduler.service", "airflow-alert@.service"}
+    assert [argv for _, argv, _ in commands if not privilege.why(argv)] == []
+    paths = [p for _, _, ps in commands for p in ps]
+    assert f"{VENV}/lib/python3.11/site-packages/airflow_systemd" in paths  # the alert's code
+    assert privilege.writable_by(machine, "airflow", f"{VENV}/bin/python3", paths) == {}
+    exposures = {name: privilege.exposure(machine, name) for name in names}
+    assert {name: e for name, e in exposures.items() if e > 1.5} == {}
 
 
 def test_the_api_server_listens_on_localhost_only(machine):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import privilege
 from tests.support.receiver import Receiver
 from tests.system.deployment import FAULTS_INSIDE, SCHEDULER, VENV, WATCHDOG, running_loop
 
@@ -199,73 +200,19 @@ def test_the_airflow_user_cannot_read_the_alert_channels_or_the_alert_state(unit
 
 # --- every privileged line of every installed unit ------------------------------------------
 
-# What each command that runs as another account than airflow is there for.
-WHY_PRIVILEGED = {
-    "systemctl": "asks systemd to start the alert (the airflow user may not start units)",
-    "python3": "the alert, as the airflow-alert account: reads the journal and alert.conf",
-}
-# "+" is "privileged" to systemd 252, "full-privileges" later; "!" is "no-setuid", "!!" "ambient".
-ELEVATED = {"privileged", "full-privileges", "no-setuid", "ambient"}
-SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-EXEC_KEYS = (
-    "ExecStartPreEx",
-    "ExecStartEx",
-    "ExecStartPostEx",
-    "ExecStopEx",
-    "ExecStopPostEx",
-    "ExecReloadEx",
-)
-_COMMAND = re.compile(r"\{ path=(\S+) ; argv\[\]=(.*?) ; flags=(.*?) ;")
-_WRITABLE = (
-    "import json, sys\n"
-    "from airflow_systemd.units import _first_writable\n"
-    "print(json.dumps({p: _first_writable([p]) for p in sys.argv[1:]}))\n"
-)
-
 
 def test_no_command_run_as_another_account_reads_anything_the_airflow_user_can_write(unit):
     sb = unit.sb
     names = sb.sh("cd /etc/systemd/system && ls airflow*.service").stdout.split()
     assert "airflow-scheduler.service" in names and "airflow-alert@.service" in names
-    privileged: list[tuple[str, str, list[str]]] = []  # (unit, command line, paths it depends on)
-    for name in names:
-        instance = name.replace("@.", "@x.")
-        keys = ["User", "EnvironmentFiles", "WorkingDirectory", *EXEC_KEYS]
-        show = sb.exec("systemctl", "show", instance, *(f"-p{k}" for k in keys)).stdout
-        props: dict[str, list[str]] = {}
-        for line in show.splitlines():
-            key, _, value = line.partition("=")
-            props.setdefault(key, []).append(value)
-        user = (props.get("User") or [""])[0] or "root"
-        env_files = [
-            re.sub(r" \(ignore_errors=\w+\)$", "", f) for f in props.get("EnvironmentFiles", []) if f
-        ]
-        workdir = [w.lstrip("!~-") for w in props.get("WorkingDirectory", []) if w.startswith("/")]
-        for key in EXEC_KEYS:
-            for value in props.get(key, []):
-                for path, argv, flags in _COMMAND.findall(value):
-                    if user == "airflow" and not ELEVATED & set(flags.split()):
-                        continue
-                    if not path.startswith("/"):  # systemd's fixed search path, not $PATH
-                        path = sb.exec("sh", "-c", f"PATH={SEARCH_PATH} command -v {path}").stdout.strip()
-                    paths = [path, *(a for a in argv.split() if a.startswith("/")), *env_files, *workdir]
-                    if "-m airflow_systemd" in argv:
-                        paths.append(str(Path(__file__).resolve().parents[2] / "airflow_systemd"))
-                    privileged.append((name, argv, paths))
+    commands = privilege.privileged_commands(sb, names)
     print("\ncommands run as another account than airflow:")
-    for name, argv, _ in privileged:
-        why = next((w for cmd, w in WHY_PRIVILEGED.items() if Path(argv.split()[0]).name == cmd), None)
-        print(f"  {name}: {argv}  -- {why}")
-        assert why, f"{name}: {argv} runs as another account and no reason is listed"
-    scheduler = sb.exec("systemctl", "show", "-p", "ExecStopPostEx", "airflow-scheduler.service").stdout
-    assert {n for n, _, _ in privileged} >= {"airflow-scheduler.service", "airflow-alert@.service"}, scheduler
-    paths = sorted({p for _, _, ps in privileged for p in ps})
-    found = as_airflow(unit, f"{VENV}/bin/python", "-I", "-c", _WRITABLE, *paths)
-    assert found.returncode == 0, found.stderr
-    writable = {p: w for p, w in json.loads(found.stdout).items() if w}
-    assert writable == {}, writable
+    for name, argv, _ in commands:
+        print(f"  {name}: {argv}  -- {privilege.why(argv)}")
+        assert privilege.why(argv), f"{name}: {argv} runs as another account and no reason is listed"
+    assert {n for n, _, _ in commands} >= {"airflow-scheduler.service", "airflow-alert@.service"}
+    paths = [p for _, _, ps in commands for p in ps]
+    assert privilege.writable_by(sb, "airflow", f"{VENV}/bin/python", paths) == {}
     # and the hardening of every installed unit, the alert's included
-    for name in names:
-        out = sb.exec("systemd-analyze", "security", "--no-pager", name.replace("@.", "@x.")).stdout
-        exposure = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)[1])
-        assert exposure <= 1.5, (name, exposure)
+    exposures = {name: privilege.exposure(sb, name) for name in names}
+    assert {name: e for name, e in exposures.items() if e > 1.5} == {}

@@ -184,6 +184,12 @@ def test_render_custom_user_home_and_venv():
     assert "ExecStart=/opt/venvs/af/bin/airflow-systemd scheduler" in keys
     assert "User=etl" in keys and "Group=etl" in keys
     assert "Environment=AIRFLOW_HOME=/srv/airflow" in keys
+    # the tasks' environment is the activated virtualenv's (issue 17)
+    assert "Environment=VIRTUAL_ENV=/opt/venvs/af" in keys
+    assert (
+        "Environment=PATH=/opt/venvs/af/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        in keys
+    )
     assert "EnvironmentFile=-/etc/airflow/env" in keys
     # Outside /var/lib: no StateDirectory=, but writable despite ProtectSystem=strict.
     assert not [k for k in keys if k.startswith("StateDirectory")]
@@ -196,6 +202,8 @@ def test_render_custom_user_home_and_venv():
         "User=airflow",
         "Group=airflow",
         "Environment=AIRFLOW_HOME=/var/lib/airflow",
+        "Environment=VIRTUAL_ENV=/opt/venvs/airflow-systemd",
+        "Environment=PATH=/opt/venvs/airflow-systemd/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "EnvironmentFile=-/etc/default/airflow",
         "StateDirectory=airflow",
         "StateDirectoryMode=0750",
@@ -525,3 +533,28 @@ def test_every_privileged_line_of_a_shipped_unit_only_asks_systemd_to_start_the_
         files = re.findall(r"^EnvironmentFile=-?(\S+)", (UNIT_FILES / name).read_text(), re.MULTILINE)
         if name.endswith(".service"):
             assert files == ["/etc/airflow-systemd/secrets.env", "/etc/default/airflow"], name
+
+
+@needs_root
+@pytest.mark.parametrize("option", ["--env-file", "--secrets-file", "--alert-config"])
+def test_install_refuses_a_file_the_root_line_reads_that_the_service_user_can_change(
+    open_dir, tmp_path, capsys, option
+):
+    # The units' "+" line gets the environment files, the alert's account reads alert.conf:
+    # a line the service user (DAG code) could add there would choose code for them.
+    nobody = pwd.getpwnam("nobody")
+    theirs = open_dir / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, nobody.pw_uid, nobody.pw_gid)
+    argv = _install_argv(tmp_path, "--user", "nobody", "--airflow-home", "/var/lib/airflow-units-test")
+    argv[argv.index(option) + 1] = str(theirs / "file")
+    assert _run(argv) == 78
+    err = capsys.readouterr().err
+    assert f"{option} {theirs}/file: user nobody can write to {theirs}" in err
+    assert not (tmp_path / units.SCHEDULER_UNIT).exists()  # nothing written
+    # a file of root's in a directory of root's, but writable by the user itself
+    (theirs / "file").touch()
+    os.chown(theirs, 0, 0)
+    os.chown(theirs / "file", nobody.pw_uid, 0)
+    assert _run(argv) == 78
+    assert f"user nobody can write to {theirs}/file" in capsys.readouterr().err
