@@ -10,7 +10,10 @@ import sys
 from airflow_systemd import journal
 from airflow_systemd.lifecycle import ConfigError
 
-SUPPORTED = "2.10.x and 3.x"
+SUPPORTED = "2.10.x, 2.11.x and 3.x"
+# Airflow 2.11 has the hook points of 2.10 (perform_heartbeat in every job module,
+# SchedulerJobRunner._do_scheduling); 2.9 and older do not.
+SUPPORTED_2X = ((2, 10), (2, 11))
 
 
 def load_airflow() -> str:
@@ -27,7 +30,7 @@ def load_airflow() -> str:
 
     version = airflow.__version__
     major, minor = (int(part) for part in version.split(".")[:2])
-    if not (major == 3 or (major, minor) == (2, 10)):
+    if not (major == 3 or (major, minor) in SUPPORTED_2X):
         raise ConfigError(f"Airflow {version} is not supported: airflow-systemd supports {SUPPORTED}")
     return version
 

@@ -213,7 +213,7 @@ def test_unsupported_airflow_version_exits_78_naming_what_is_supported(start_sch
     assert sched.wait(60) == 78, sched.text()[-2000:]
     lines = config_error_lines(sched)
     assert len(lines) == 1 and "Airflow 2.9.3 is not supported" in lines[0], sched.text()[-2000:]
-    assert "2.10.x and 3.x" in lines[0]
+    assert "2.10.x, 2.11.x and 3.x" in lines[0]
 
 
 def test_airflow_without_the_hook_point_exits_78_instead_of_running_unwatched(start_scheduler):

@@ -30,9 +30,10 @@ VENV = "/opt/venvs/airflow-systemd"
 SECRETS = "/etc/airflow-systemd/secrets.env"
 # Where versions before 0.2 kept them: written by the airflow user into its own home.
 OLD_SECRETS = "/var/lib/airflow/secrets.env"
-# An older installation's keys, and the line a DAG added to escalate (issue 10).
+# An older installation's keys (the Fernet key a valid one: the upgrade test stores a variable
+# with it), and the line a DAG added to escalate (issue 10).
 OLD_KEYS = {
-    "AIRFLOW__CORE__FERNET_KEY": "b2xkLWZlcm5ldC1rZXktb2xkLWZlcm5ldC1rZXktMDE9",
+    "AIRFLOW__CORE__FERNET_KEY": "b2xkLWZlcm5ldC1rZXktb2YtdmVyc2lvbi0wLjEhISE=",
     "AIRFLOW__API__SECRET_KEY": "old-api-secret-key-0123456789",
     "AIRFLOW__API_AUTH__JWT_SECRET": "old-jwt-secret-0123456789abcdef",
     "AIRFLOW__WEBSERVER__SECRET_KEY": "old-webserver-secret-0123456789",

@@ -44,7 +44,7 @@ def test_an_older_file_is_taken_over_keys_only_and_removed(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     old = home / "secrets.env"
-    kept = {"AIRFLOW__CORE__FERNET_KEY": "b2xkLWZlcm5ldC1rZXktb2xkLWZlcm5ldC1rZXktMDE9"}
+    kept = {"AIRFLOW__CORE__FERNET_KEY": "b2xkLWZlcm5ldC1rZXktb2YtdmVyc2lvbi0wLjEhISE="}
     kept["AIRFLOW__API_AUTH__JWT_SECRET"] = "old-jwt-secret-0123456789abcdef"
     old.write_text(
         "# comment\n"
@@ -65,7 +65,7 @@ def test_an_older_file_is_taken_over_keys_only_and_removed(tmp_path):
 
 def test_a_link_in_the_old_place_is_not_followed(tmp_path):
     target = tmp_path / "shadow"
-    target.write_text("AIRFLOW__CORE__FERNET_KEY=b2xkLWZlcm5ldC1rZXktb2xkLWZlcm5ldC1rZXktMDE9\n")
+    target.write_text("AIRFLOW__CORE__FERNET_KEY=b2xkLWZlcm5ldC1rZXktb2YtdmVyc2lvbi0wLjEhISE=\n")
     (tmp_path / "old.env").symlink_to(target)
     with pytest.raises(secrets_file.SecretsProblem, match="cannot read"):
         secrets_file.ensure(str(tmp_path / "new" / "secrets.env"), GROUP, take_over=str(tmp_path / "old.env"))
