@@ -535,10 +535,9 @@ def refuse_path_writable_by(account: Account, path: str, option: str) -> None:
     """
     if os.geteuid() != 0 and account.uid != os.geteuid():
         return  # check_access has warned already
-    directory = os.path.dirname(path)
-    found = _as_user(
-        account, lambda: _first_writable([path]) if os.path.lexists(path) else _first_writable([directory])
-    )
+    # A file that does not exist yet: whoever can write its directory can create it.
+    checked = path if os.path.lexists(path) else os.path.dirname(path)
+    found = _as_user(account, lambda: _first_writable([checked]))
     if found:
         raise Refusal(
             f"{option} {path}: user {account.user} can write to {found}, and the units read it as "
@@ -549,13 +548,13 @@ def refuse_path_writable_by(account: Account, path: str, option: str) -> None:
 def ensure_alert_user(name: str) -> int:
     """The group id of the alert's account; the default one is created (systemd-sysusers)."""
     with contextlib.suppress(KeyError):
-        return grp.getgrgid(pwd.getpwnam(name).pw_gid).gr_gid
+        return pwd.getpwnam(name).pw_gid
     if name != ALERT_USER:
         raise Refusal(f"--alert-user {name!r} does not exist: create it, in the systemd-journal group")
     try:
         subprocess.run(["systemd-sysusers", template_path(ALERT_SYSUSERS)], check=True, capture_output=True)
         print(f"created the user {name} (systemd-sysusers {template_path(ALERT_SYSUSERS)})", file=sys.stderr)
-        return grp.getgrgid(pwd.getpwnam(name).pw_gid).gr_gid
+        return pwd.getpwnam(name).pw_gid
     except (OSError, subprocess.CalledProcessError, KeyError) as exc:
         raise RuntimeError(f"could not create the user {name}: {exc}") from None
 
