@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from airflow_systemd import journal
-from airflow_systemd.lifecycle import ConfigError
+from airflow_systemd.contract import ConfigError
 
 SUPPORTED = "2.10.x, 2.11.x and 3.x"
 # Airflow 2.11 has the hook points of 2.10 (perform_heartbeat in every job module,

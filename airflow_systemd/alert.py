@@ -54,11 +54,9 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 
 from airflow_systemd import __version__, journal
-
-DEFAULT_CONFIG = "/etc/airflow-systemd/alert.conf"
-STATE_DIR = "/var/lib/airflow-systemd-alert"
-RUNS_DIR = "runs"  # under the state directory: the one part the services may read
-CONFIG_TEMPLATE = "alert.conf"  # in unit_files/
+from airflow_systemd.contract import ALERT_CONFIG as DEFAULT_CONFIG
+from airflow_systemd.contract import ALERT_RUNS_DIR as RUNS_DIR
+from airflow_systemd.contract import ALERT_STATE_DIR as STATE_DIR
 
 log = logging.getLogger("airflow_systemd")
 

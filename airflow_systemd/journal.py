@@ -46,27 +46,17 @@ try:
 except ImportError:  # pragma: no cover - depends on the installation
     JournalHandler = None
 
-# MESSAGE_IDs, generated once with `systemd-id128 new`. Operators match on them: never change
-# one; a new kind of event gets a new id (and an entry in airflow-systemd.catalog).
-READY = "bfd683f4c38848f1bcc6eb138616678a"
-STOPPING = "5bf1d4940da24e7f9ba6e14f5c0c9cc5"
-CRASHED = "f0de36e5e9154c09af7a0da83165ac94"
-CONFIG_ERROR = "46c9d6791d074bfab6989370c6010f7f"
-DB_UNREACHABLE = "2979013039c84889b2bf1afa9981dc9e"
-WATCHDOG_NEAR_MISS = "feda47c3a88449ccb91dc4d958278f1d"
-RESTARTED_AFTER_FAILURE = "7b75309fcb914a75bcadc3918affb03e"
-
-EVENTS = {
-    READY: "ready",
-    STOPPING: "stopping",
-    CRASHED: "crashed",
-    CONFIG_ERROR: "config error",
-    DB_UNREACHABLE: "DB unreachable",
-    WATCHDOG_NEAR_MISS: "watchdog near miss",
-    RESTARTED_AFTER_FAILURE: "restarted after failure",
-}
-
-CATALOG = "airflow-systemd.catalog"
+from airflow_systemd.contract import (  # noqa: F401 - the event ids, where callers look for them
+    CATALOG,
+    CONFIG_ERROR,
+    CRASHED,
+    DB_UNREACHABLE,
+    EVENTS,
+    READY,
+    RESTARTED_AFTER_FAILURE,
+    STOPPING,
+    WATCHDOG_NEAR_MISS,
+)
 
 # What Airflow calls them (record attributes, structlog keys) -> journal field.
 AIRFLOW_FIELDS = {

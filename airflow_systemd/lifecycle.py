@@ -29,11 +29,8 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from airflow_systemd import journal, processes
+from airflow_systemd.contract import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError
 from airflow_systemd.notify import Notifier
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus= keeps systemd from looping
 
 # Longest a start-up step may go without reporting progress before systemd gives up on the
 # start (EXTEND_TIMEOUT_USEC). Steps that wait on purpose (for the database) report per try.
@@ -44,10 +41,6 @@ STEP_TIMEOUT = 90.0
 CONFIG_ERROR_NAMES = frozenset({"AirflowConfigException", "ArgumentError", "NoSuchModuleError"})
 
 log = logging.getLogger("airflow_systemd")
-
-
-class ConfigError(Exception):
-    """What a restart cannot fix. The message is one line that says what to fix."""
 
 
 class Lifecycle:

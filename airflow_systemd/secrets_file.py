@@ -27,10 +27,10 @@ import secrets
 import stat
 import sys
 
-DEFAULT_PATH = "/etc/airflow-systemd/secrets.env"
-# Where airflow-db-migrate.service wrote it, as the airflow user, before 0.2.
-OLD_PATH = "/var/lib/airflow/secrets.env"
-DEFAULT_GROUP = "airflow"
+from airflow_systemd.contract import DEFAULT_GROUP
+from airflow_systemd.contract import OLD_SECRETS_FILE as OLD_PATH
+from airflow_systemd.contract import SECRETS_FILE as DEFAULT_PATH
+
 KEYS = (
     "AIRFLOW__CORE__FERNET_KEY",
     "AIRFLOW__API__SECRET_KEY",  # Airflow 3

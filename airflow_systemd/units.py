@@ -27,10 +27,21 @@ import sys
 from importlib import resources
 
 from airflow_systemd import secrets_file
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 78
+from airflow_systemd.contract import (
+    ALERT_CONFIG as DEFAULT_ALERT_CONFIG,
+)
+from airflow_systemd.contract import (
+    ALERT_CONFIG_TEMPLATE,
+    ALERT_USER,
+    CATALOG,
+    DEFAULT_ENV_FILE,
+    DEFAULT_HOME,
+    DEFAULT_USER,
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    PACKAGE_VENV,
+)
 
 MARKER = "# Installed by airflow-systemd install-units"
 SCHEDULER_UNIT = "airflow-scheduler.service"
@@ -45,19 +56,11 @@ RELAXED_DROP_IN = "hardening-relaxed.conf"
 ENV_FILE_TEMPLATE = "airflow.default"
 # Alerting: the OnFailure= template, its channels' config, and the journal's message catalog.
 ALERT_UNIT = "airflow-alert@.service"
-ALERT_CONFIG_TEMPLATE = "alert.conf"
 # The alert's own account (airflow-alert@.service's User=), from this sysusers.d file.
-ALERT_USER = "airflow-alert"
 ALERT_SYSUSERS = "airflow-alert.sysusers"
 # Where the shipped alert unit runs Python: the Debian package's virtualenv.
-PACKAGE_VENV = "/opt/venvs/airflow-systemd"
-CATALOG = "airflow-systemd.catalog"
 
-DEFAULT_USER = "airflow"
-DEFAULT_HOME = "/var/lib/airflow"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
-DEFAULT_ENV_FILE = "/etc/default/airflow"
-DEFAULT_ALERT_CONFIG = "/etc/airflow-systemd/alert.conf"  # what the units' alert reads
 # journalctl reads catalogs from both; /usr/lib is the package manager's (the .deb's).
 CATALOG_DIRS = ("/usr/local/lib/systemd/catalog", "/usr/lib/systemd/catalog")
 DEFAULT_CATALOG_DIR = CATALOG_DIRS[0]
