@@ -9,6 +9,9 @@ from tests.support.pgcluster import free_port
 
 # Test-only fault injection (see its docstring); on PYTHONPATH, Airflow imports it itself.
 FAULTS = Path(__file__).resolve().parents[1] / "integration" / "faults"
+# The checkout under test, ahead of whatever the venv has installed, so that the components a
+# test starts run this tree's code (a second checkout or worktree tests itself).
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def airflow_environ(home: Path, db_url: str) -> dict[str, str]:
@@ -29,6 +32,6 @@ def airflow_environ(home: Path, db_url: str) -> dict[str, str]:
         AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT=str(free_port()),
         AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
         AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),  # the triggerer's, 8794
-        PYTHONPATH=str(FAULTS),
+        PYTHONPATH=os.pathsep.join((str(FAULTS), str(CHECKOUT))),
     )
     return env
