@@ -43,7 +43,7 @@ HTTP_SERVER = dict(
     ready="the health endpoint answers",
     alive="the health endpoint answers, checked over HTTP every few seconds",
 )
-# command -> (module in airflow_systemd.components, kind, one-line help)
+# command -> (module in airflow_systemd.services, kind, one-line help)
 COMPONENTS = {
     "scheduler": ("scheduler", JOB_LOOP, "the scheduler"),
     "dag-processor": ("dag_processor", JOB_LOOP, "the DAG processor (Airflow 3; optional in 2.10)"),
@@ -140,7 +140,7 @@ def _add_oneshots(sub) -> None:
 
 
 def _run_oneshot(args: argparse.Namespace, airflow_args: list[str] | None = None):
-    from airflow_systemd.components import oneshot
+    from airflow_systemd.services import oneshot
 
     action = getattr(oneshot, args.oneshot)
     if args.oneshot == "db_migrate":
@@ -153,10 +153,10 @@ def _run_oneshot(args: argparse.Namespace, airflow_args: list[str] | None = None
 def _run_component(args: argparse.Namespace, airflow_args: list[str]):
     import importlib
 
-    from airflow_systemd.components import http, job
+    from airflow_systemd.services import http, job
 
     module_name, kind, _ = COMPONENTS[args.command]
-    service = importlib.import_module(f"airflow_systemd.components.{module_name}").SERVICE
+    service = importlib.import_module(f"airflow_systemd.services.{module_name}").SERVICE
     runner = job.run if kind is JOB_LOOP else http.run
     lifecycle.run(
         f"airflow-systemd {args.command}",

@@ -2,7 +2,7 @@
 
 from itertools import islice
 
-from airflow_systemd import database
+from airflow_systemd.airflow import database
 
 
 def test_retries_back_off_to_at_most_five_seconds():

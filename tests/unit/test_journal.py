@@ -22,7 +22,7 @@ import pytest
 from airflow_systemd import alert, journal
 from airflow_systemd.lifecycle import Lifecycle
 from airflow_systemd.notify import Watchdog
-from airflow_systemd.probe import LoopProbe
+from airflow_systemd.services.probe import LoopProbe
 
 pytest.importorskip("systemd.journal")
 

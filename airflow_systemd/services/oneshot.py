@@ -11,8 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from airflow_systemd import airflow_support
-from airflow_systemd.components import startup
+from airflow_systemd.airflow import startup, support
 from airflow_systemd.lifecycle import Lifecycle, log
 
 
@@ -21,7 +20,7 @@ def db_migrate(life: Lifecycle, airflow_args: list[str]) -> None:
     args = ["migrate", *airflow_args]
     startup.prepare(life, "db", args, check_schema=False)
     life.step("migrating the metadata database")
-    airflow_support.run_airflow_command("db", args)
+    support.run_airflow_command("db", args)
     # A oneshot stays "active (exited)": without this, `systemctl status` would keep
     # showing the step it was in.
     life.notifier.send("STATUS=the metadata database schema is current")
@@ -33,13 +32,13 @@ def db_clean(life: Lifecycle, retention_days: int) -> None:
     args = ["clean", "--clean-before-timestamp", before.isoformat(), "--skip-archive", "--yes"]
     startup.prepare(life, "db", args)
     life.step(f"deleting metadata older than {retention_days} days")
-    airflow_support.run_airflow_command("db", args)
+    support.run_airflow_command("db", args)
 
 
 def log_clean(life: Lifecycle, retention_days: int) -> None:
     """Delete task log files older than the retention, then the directories left empty."""
     life.step("loading Airflow")
-    airflow_support.load_airflow()
+    support.load_airflow()
     from airflow.configuration import conf
 
     root = Path(conf.get("logging", "base_log_folder"))

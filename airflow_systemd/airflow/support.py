@@ -1,6 +1,6 @@
 """Which Airflow versions this release supports, and running Airflow's own CLI.
 
-The one place that knows about Airflow versions; components hold only their hook points.
+The one place that knows about Airflow versions; services hold only their hook points.
 """
 
 from __future__ import annotations

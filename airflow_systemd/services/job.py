@@ -14,11 +14,10 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from airflow_systemd import airflow_support
-from airflow_systemd.components import startup
+from airflow_systemd.airflow import startup, support
 from airflow_systemd.lifecycle import Lifecycle
 from airflow_systemd.notify import Watchdog
-from airflow_systemd.probe import LoopProbe, require_watchdog_margin
+from airflow_systemd.services.probe import LoopProbe, require_watchdog_margin
 
 
 @dataclass(frozen=True)
@@ -40,12 +39,12 @@ def run(life: Lifecycle, service: JobService, airflow_args: list[str]) -> None:
     require_watchdog_margin(watchdog, conf.getfloat(section, key), f"[{section}] {key}")
     install_hooks(life, watchdog, service)
     life.step(f"starting the {service.title}")
-    airflow_support.run_airflow_command(service.command, airflow_args)
+    support.run_airflow_command(service.command, airflow_args)
 
 
 def install_hooks(life: Lifecycle, watchdog: Watchdog, service: JobService) -> LoopProbe:
     module = importlib.import_module(service.loop_module)
-    airflow_support.require_attributes(module, ("perform_heartbeat",), service.loop_module)
+    support.require_attributes(module, ("perform_heartbeat",), service.loop_module)
     activity = service.activity(module) if service.activity else (lambda: "")
     probe = LoopProbe(life, watchdog, activity=activity)
     perform_heartbeat = module.perform_heartbeat

@@ -1,6 +1,6 @@
 """The API server (Airflow 3): `airflow api-server`; its health endpoint needs no login."""
 
-from airflow_systemd.components.http import HttpService
+from airflow_systemd.services.http import HttpService
 
 SERVICE = HttpService(
     command="api-server",

@@ -15,8 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from airflow_systemd import airflow_support
-from airflow_systemd.components import startup
+from airflow_systemd.airflow import startup, support
 from airflow_systemd.lifecycle import Lifecycle, log
 from airflow_systemd.notify import Watchdog
 
@@ -37,7 +36,7 @@ def run(life: Lifecycle, service: HttpService, airflow_args: list[str]) -> None:
     prober = HealthProber(life, Watchdog(life.notifier), url, service.title)
     threading.Thread(target=prober.run, name="health-prober", daemon=True).start()
     life.step(f"starting the {service.title}")
-    airflow_support.run_airflow_command(service.command, airflow_args)
+    support.run_airflow_command(service.command, airflow_args)
 
 
 def health_url(host: str, port: int, path: str) -> str:

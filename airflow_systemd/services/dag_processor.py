@@ -10,7 +10,7 @@ Its parsing loop calls the heartbeat that DagProcessorJobRunner sets up with
 # pinned 2.10.5 set). Importing it is harmless on every version.
 import multiprocessing.connection  # noqa: F401
 
-from airflow_systemd.components.job import JobService
+from airflow_systemd.services.job import JobService
 
 SERVICE = JobService(
     command="dag-processor",

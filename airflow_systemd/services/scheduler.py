@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import functools
 
-from airflow_systemd import airflow_support
-from airflow_systemd.components.job import JobService
+from airflow_systemd.airflow import support
+from airflow_systemd.services.job import JobService
 
 
 def _queued_counter(module):
     runner = module.SchedulerJobRunner
-    airflow_support.require_attributes(runner, ("_do_scheduling",), "SchedulerJobRunner")
+    support.require_attributes(runner, ("_do_scheduling",), "SchedulerJobRunner")
     queued = [0]
     do_scheduling = runner._do_scheduling
 

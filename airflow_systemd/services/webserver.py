@@ -1,6 +1,6 @@
 """The webserver (Airflow 2.10): `airflow webserver`, which runs gunicorn; /health needs no login."""
 
-from airflow_systemd.components.http import HttpService
+from airflow_systemd.services.http import HttpService
 
 SERVICE = HttpService(
     command="webserver",

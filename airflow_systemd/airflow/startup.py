@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from airflow_systemd import airflow_support, database
+from airflow_systemd.airflow import database, support
 from airflow_systemd.lifecycle import Lifecycle
 
 
@@ -17,8 +17,8 @@ def prepare(
     """
     life.step("loading Airflow")
     database.set_connect_timeout()
-    airflow_support.load_airflow()
-    parsed = airflow_support.validate_arguments(command, airflow_args)
+    support.load_airflow()
+    parsed = support.validate_arguments(command, airflow_args)
     life.step("connecting to the metadata database")
     database.wait_until_reachable(life)
     if check_schema:

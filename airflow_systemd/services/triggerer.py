@@ -1,6 +1,6 @@
 """The triggerer: `airflow triggerer`; its trigger loop heartbeats once per iteration."""
 
-from airflow_systemd.components.job import JobService
+from airflow_systemd.services.job import JobService
 
 SERVICE = JobService(
     command="triggerer",

@@ -1,1 +1,0 @@
-"""One module per Airflow service: its hook points into Airflow, nothing else."""
