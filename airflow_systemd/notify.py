@@ -5,7 +5,7 @@ send errors swallowed so a vanished socket never crashes the scheduler). Two pie
 and added here:
 
 * sdnotify ignores ``WATCHDOG_USEC`` and ``WATCHDOG_PID``: :func:`watchdog_interval` reads them
-  with sd_watchdog_enabled(3) semantics, and :class:`Watchdog` paces the pings.
+  with sd_watchdog_enabled(3) semantics (``services/probe.py`` paces the pings).
 * sdnotify leaves ``NOTIFY_SOCKET`` in the environment. Every child would inherit it (Airflow
   2.10's serve-logs gunicorn then sends its own READY=1, task code could ping the watchdog):
   :class:`Notifier` connects first, then removes the variables. Note that
@@ -18,7 +18,6 @@ https://www.freedesktop.org/software/systemd/man/sd_notify.html
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import MutableMapping
 
 import sdnotify
@@ -78,28 +77,3 @@ class Notifier:
         if self.watchdog_interval is not None:
             usec = int(max(seconds, self.watchdog_interval) * 1_000_000)
             self.send("WATCHDOG=1", f"WATCHDOG_USEC={usec}")
-
-
-class Watchdog:
-    """Paces WATCHDOG=1: at most once per half interval, on the monotonic clock.
-
-    Half the interval is what sd_watchdog_enabled(3) recommends; pinging more often only costs
-    syscalls. The caller decides *whether* the process is healthy; this only decides *when*.
-    """
-
-    def __init__(self, notifier: Notifier, clock=time.monotonic) -> None:
-        self.interval = notifier.watchdog_interval
-        self._notifier = notifier
-        self._clock = clock
-        self._last_ping = float("-inf")
-
-    @property
-    def enabled(self) -> bool:
-        return self.interval is not None
-
-    def due(self, now: float) -> bool:
-        return self.interval is not None and now - self._last_ping >= self.interval / 2
-
-    def ping(self, now: float, *extra: str) -> None:
-        self._last_ping = now
-        self._notifier.send("WATCHDOG=1", *extra)

@@ -2,9 +2,10 @@
 
 Their main loop belongs to uvicorn or gunicorn, in code we do not hook. What proves that such
 a service works is that it answers: a thread of the main process requests the health endpoint
-every quarter watchdog interval, sends READY=1 on the first answer and WATCHDOG=1 only after
-an answer. A server that hangs (a frozen database under the health check, dead workers, a
-wedged event loop) stops answering, and so stops the pings.
+every quarter watchdog interval (at most every PROBE_EVERY seconds) and reports each answer to
+the :class:`~.probe.Probe`, which sends READY=1 on the first and WATCHDOG=1 only after one. A
+server that hangs (a frozen database under the health check, dead workers, a wedged event
+loop) stops answering, and so stops the pings.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from airflow_systemd.airflow import startup, support
 from airflow_systemd.lifecycle import Lifecycle, log
-from airflow_systemd.notify import Watchdog
+from airflow_systemd.services.probe import Probe
 
 PROBE_EVERY = 1.0  # seconds, at most; faster with a short watchdog
 
@@ -33,7 +34,7 @@ class HttpService:
 def run(life: Lifecycle, service: HttpService, airflow_args: list[str]) -> None:
     parsed = startup.prepare(life, service.command, airflow_args)
     url = health_url(getattr(parsed, service.host_arg), parsed.port, service.health_path)
-    prober = HealthProber(life, Watchdog(life.notifier), url, service.title)
+    prober = HealthCheck(Probe(life), life, url, service.title)
     threading.Thread(target=prober.run, name="health-prober", daemon=True).start()
     life.step(f"starting the {service.title}")
     support.run_airflow_command(service.command, airflow_args)
@@ -47,13 +48,15 @@ def health_url(host: str, port: int, path: str) -> str:
     return f"http://{host}:{port}{path}"
 
 
-class HealthProber:
-    def __init__(self, life: Lifecycle, watchdog: Watchdog, url: str, title: str) -> None:
+class HealthCheck:
+    """Requests the health endpoint in a loop and tells the probe how it went."""
+
+    def __init__(self, probe: Probe, life: Lifecycle, url: str, title: str) -> None:
+        self._probe = probe
         self._life = life
-        self._watchdog = watchdog
         self._url = url
         self._title = title
-        interval = watchdog.interval or 4 * PROBE_EVERY
+        interval = probe.interval or 4 * PROBE_EVERY
         self._every = min(PROBE_EVERY, interval / 4)
         self._timeout = interval / 2
 
@@ -68,23 +71,18 @@ class HealthProber:
             return str(getattr(exc, "reason", exc))
 
     def run(self) -> None:
-        ready = False
-        last_status = float("-inf")
         while not self._life.stopping:
-            started = time.monotonic()
-            problem = self.check()
-            now = time.monotonic()
-            took = (now - started) * 1000
-            status = f"serving {self._url} (answered in {took:.0f} ms)" if problem is None else None
-            if problem is None and not ready:
-                ready = True
-                self._life.ready(status)
-                last_status = now
-            if problem is None and self._watchdog.due(now):
-                extra = (f"STATUS={status}",) if now - last_status >= 2 else ()
-                self._watchdog.ping(now, *extra)
-                last_status = now if extra else last_status
-            elif problem is not None and ready:
-                log.warning("%s health check failed: %s", self._title, problem)
-                self._life.notifier.status(f"not answering {self._url}: {problem}")
-            time.sleep(max(0.0, self._every - (time.monotonic() - started)))
+            started = self._probe.now()
+            self.check_once(started)
+            time.sleep(max(0.0, self._every - (self._probe.now() - started)))
+
+    def check_once(self, started: float) -> None:
+        problem = self.check()
+        now = self._probe.now()
+        if problem is None:
+            status = f"serving {self._url} (answered in {(now - started) * 1000:.0f} ms)"
+            self._probe.progressed(now)
+            self._probe.round_done(lambda: status, now)
+        elif self._probe.ready:
+            log.warning("%s health check failed: %s", self._title, problem)
+            self._probe.failing(f"not answering {self._url}: {problem}")

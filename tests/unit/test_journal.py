@@ -21,8 +21,8 @@ import pytest
 
 from airflow_systemd import alert, journal
 from airflow_systemd.lifecycle import Lifecycle
-from airflow_systemd.notify import Watchdog
-from airflow_systemd.services.probe import LoopProbe
+from airflow_systemd.services.job import JobLoop
+from airflow_systemd.services.probe import Probe
 
 pytest.importorskip("systemd.journal")
 
@@ -290,10 +290,10 @@ def test_loop_iteration_longer_than_half_the_watchdog_is_a_near_miss(sent):
     now = [100.0]
     notifier = Notifier()
     life = Lifecycle("airflow-systemd scheduler", notifier, 10)
-    probe = LoopProbe(life, Watchdog(notifier, clock=lambda: now[0]), clock=lambda: now[0])
+    loop = JobLoop(Probe(life, clock=lambda: now[0]), life.name)
     for step in (30.0, 1.0, 1.9, 2.5, 1.0):  # the first includes start-up: never a near miss
         now[0] += step
-        probe.iteration_done()
+        loop.iteration_done()
     near = [e for e in sent if e.get("MESSAGE_ID") == journal.WATCHDOG_NEAR_MISS]
     assert len(near) == 1
     assert (near[0]["ITERATION_SECONDS"], near[0]["WATCHDOG_SECONDS"], near[0]["PRIORITY"]) == (

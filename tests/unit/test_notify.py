@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from airflow_systemd.notify import Notifier, Watchdog, watchdog_interval
+from airflow_systemd.notify import Notifier, watchdog_interval
 from tests.support.notify_peer import NotifyPeer
 
 
@@ -61,25 +61,6 @@ def test_notifier_never_sends_from_a_forked_child(peer, monkeypatch):
     notifier.send("FROM=parent")
     peer.wait_for("FROM", "parent", timeout=5)
     assert not peer.with_field("FROM", "child")
-
-
-def test_watchdog_pings_at_most_every_half_interval(peer, monkeypatch):
-    use(monkeypatch, peer.environ(watchdog_usec=4_000_000))
-    notifier = Notifier()
-    dog = Watchdog(notifier)
-    sent = []
-    for now in [0.0, 1.0, 1.9, 2.0, 3.0, 4.1, 5.0, 6.1]:
-        if dog.due(now):
-            dog.ping(now)
-            sent.append(now)
-    assert sent == [0.0, 2.0, 4.1, 6.1]
-    peer.wait_for("WATCHDOG", timeout=5)
-
-
-def test_watchdog_disabled_without_an_interval(peer, monkeypatch):
-    use(monkeypatch, peer.environ())
-    dog = Watchdog(Notifier())
-    assert not dog.enabled and not dog.due(100.0)
 
 
 def test_grant_watchdog_rearms_with_at_least_the_loop_interval(peer, monkeypatch):

@@ -1,10 +1,16 @@
-"""READY / WATCHDOG / STATUS decisions of the loop probe, on a controlled clock."""
+"""READY / WATCHDOG / STATUS decisions of the one probe, for a job loop and an HTTP server."""
+
+import http.server
+import threading
+import time
 
 import pytest
 
 from airflow_systemd.lifecycle import ConfigError, Lifecycle
-from airflow_systemd.notify import Notifier, Watchdog
-from airflow_systemd.services.probe import LoopProbe, require_watchdog_margin
+from airflow_systemd.notify import Notifier
+from airflow_systemd.services.http import HealthCheck
+from airflow_systemd.services.job import JobLoop
+from airflow_systemd.services.probe import Probe, require_watchdog_margin
 from tests.support.notify_peer import NotifyPeer
 
 
@@ -16,24 +22,30 @@ class Clock:
 
 
 @pytest.fixture
-def setup(tmp_path, monkeypatch):
+def peer(tmp_path, monkeypatch):
     peer = NotifyPeer(tmp_path / "notify")
     for name, value in peer.environ(watchdog_usec=4_000_000).items():
         monkeypatch.setenv(name, value)
-    notifier = Notifier()
-    clock = Clock()
-    probe = LoopProbe(Lifecycle("t", notifier, 5.0), Watchdog(notifier, clock), clock=clock)
-    yield peer, probe, clock
+    yield peer
     peer.close()
 
 
-def settle(peer, count):
-    import time
+@pytest.fixture
+def setup(peer):
+    clock = Clock()
+    probe = JobLoop(Probe(Lifecycle("t", Notifier(), 5.0), clock=clock), "t")
+    yield peer, probe, clock
 
+
+def settle(peer, count):
     deadline = time.monotonic() + 5
     while len(peer.messages) < count and time.monotonic() < deadline:
         time.sleep(0.01)
     return peer.messages
+
+
+def pings(peer):
+    return [m for m in peer.messages if "WATCHDOG" in m.fields]
 
 
 def test_ready_on_first_iteration_with_a_ping(setup):
@@ -51,13 +63,67 @@ def test_no_ping_once_the_heartbeat_is_older_than_the_interval(setup):
         clock.now = t
         probe.iteration_done()
     settle(peer, 4)
-    pings = [m for m in peer.messages if "WATCHDOG" in m.fields]
-    assert len(pings) == 2
+    assert len(pings(peer)) == 2
     probe.heartbeat_committed()  # a committed heartbeat at t=104.5 revives the pings
     clock.now = 105.0
     probe.iteration_done()
     settle(peer, 6)
-    assert len([m for m in peer.messages if "WATCHDOG" in m.fields]) == 3
+    assert len(pings(peer)) == 3
+
+
+class Recorder:
+    """A notifier that keeps what it is asked to send."""
+
+    def __init__(self, watchdog_interval):
+        self.watchdog_interval = watchdog_interval
+        self.sent = []
+
+    def send(self, *lines):
+        self.sent.append(lines)
+
+
+def test_watchdog_pings_at_most_every_half_interval():
+    notifier = Recorder(4.0)
+    probe = Probe(Lifecycle("t", notifier, 5.0))
+    sent = []
+    for now in [0.0, 1.0, 1.9, 2.0, 3.0, 4.1, 5.0, 6.1]:
+        before = len(notifier.sent)
+        probe.progressed(now)
+        probe.round_done(lambda: "fine", now)
+        if any("WATCHDOG=1" in lines for lines in notifier.sent[before:]):
+            sent.append(now)
+    assert sent == [0.0, 2.0, 4.1, 6.1]
+
+
+def test_status_every_two_seconds_even_without_a_ping(peer):
+    probe = Probe(Lifecycle("t", Notifier(), 5.0))
+    probe.round_done(lambda: "first", 0.0)  # READY=1 with STATUS=first, then a ping
+    for now in (1.0, 2.5, 3.0, 5.0):  # no progress since t=0: pings stop at t=4
+        probe.round_done(lambda now=now: f"at {now}", now)
+    settle(peer, 4)
+    assert [m.fields.get("STATUS") for m in peer.messages if "READY" not in m.fields] == [
+        None,  # the first ping
+        "at 2.5",  # with the second ping (heartbeat 2.5 s old)
+        "at 5.0",  # alone: the last progress is 5 s old
+    ]
+
+
+def test_watchdog_disabled_without_an_interval(tmp_path, monkeypatch):
+    peer = NotifyPeer(tmp_path / "n")
+    try:
+        for name, value in peer.environ().items():
+            monkeypatch.setenv(name, value)
+        probe = Probe(Lifecycle("t", Notifier(), 5.0))
+        assert probe.interval is None
+        for now in (0.0, 3.0, 6.0):
+            probe.progressed(now)
+            probe.round_done(lambda: "fine", now)
+        settle(peer, 3)
+        time.sleep(0.2)
+        assert peer.messages[0].fields["READY"] == "1"
+        assert not pings(peer)
+    finally:
+        peer.close()
 
 
 def test_watchdog_margin_refuses_an_interval_below_twice_the_heartbeat(tmp_path, monkeypatch):
@@ -65,9 +131,78 @@ def test_watchdog_margin_refuses_an_interval_below_twice_the_heartbeat(tmp_path,
     try:
         for name, value in peer.environ(watchdog_usec=9_000_000).items():
             monkeypatch.setenv(name, value)
-        dog = Watchdog(Notifier())
+        interval = Notifier().watchdog_interval
         with pytest.raises(ConfigError, match="at least 10s"):
-            require_watchdog_margin(dog, 5.0, "[scheduler] scheduler_heartbeat_sec")
-        require_watchdog_margin(dog, 4.5, "[scheduler] scheduler_heartbeat_sec")
+            require_watchdog_margin(interval, 5.0, "[scheduler] scheduler_heartbeat_sec")
+        require_watchdog_margin(interval, 4.5, "[scheduler] scheduler_heartbeat_sec")
+        require_watchdog_margin(None, 60.0, "[scheduler] scheduler_heartbeat_sec")  # no watchdog
     finally:
         peer.close()
+
+
+class HealthServer(http.server.ThreadingHTTPServer):
+    """A health endpoint whose answer the test sets."""
+
+    code = 200
+
+    def __init__(self):
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(server.code)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}/health"
+
+
+@pytest.fixture
+def health(peer):
+    server = HealthServer()
+    clock = Clock()
+    life = Lifecycle("t", Notifier(), 5.0)
+    check = HealthCheck(Probe(life, clock=clock), life, server.url, "API server")
+    yield peer, server, check, clock
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_ready_on_the_first_answer_not_before(health):
+    peer, server, check, clock = health
+    server.code = 503
+    check.check_once(clock.now)  # no answer yet: the start-up step's STATUS= stays
+    time.sleep(0.2)
+    assert peer.messages == []
+    server.code = 200
+    clock.now = 101.0
+    check.check_once(clock.now)
+    msgs = settle(peer, 2)
+    assert msgs[0].fields["READY"] == "1" and msgs[0].fields["STATUS"].startswith(f"serving {server.url}")
+    assert msgs[1].fields["WATCHDOG"] == "1"
+
+
+def test_http_pings_stop_while_the_server_does_not_answer(health, caplog):
+    peer, server, check, clock = health
+    check.check_once(clock.now)  # READY + ping at t=100
+    server.code = 500
+    for t in (102.0, 104.0, 106.0):
+        clock.now = t
+        check.check_once(t)
+    settle(peer, 5)
+    assert len(pings(peer)) == 1
+    assert peer.messages[-1].fields["STATUS"] == f"not answering {server.url}: HTTP 500"
+    assert "API server health check failed: HTTP 500" in caplog.text
+    server.code = 200  # answering again: the pings resume with the next one due
+    clock.now = 107.0
+    check.check_once(clock.now)
+    settle(peer, 6)
+    assert len(pings(peer)) == 2
+    assert peer.messages[-1].fields["STATUS"].startswith(f"serving {server.url}")
