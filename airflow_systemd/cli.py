@@ -1,4 +1,11 @@
-"""The `airflow-systemd` command."""
+"""The `airflow-systemd` command.
+
+One calling convention for every subcommand: a module that owns subcommands exposes
+``register(subparsers)`` and sets ``func=handler``; ``handler(args: argparse.Namespace) -> int``
+returns the exit status. The commands that run an Airflow command (the services and db-migrate)
+declare ``airflow_args``: the arguments this parser does not know are passed on to Airflow in
+it. Every other command refuses unknown arguments (exit 78, see :class:`_Parser`).
+"""
 
 from __future__ import annotations
 
@@ -95,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
             "terminated and the service exits 0; keep it below the unit's TimeoutStopSec= "
             "(default: %(default)g)",
         )
-        component.set_defaults(func=_run_component)
+        component.set_defaults(func=_run_component, airflow_args=[])
 
     _add_oneshots(sub)
     from airflow_systemd import secrets_file
@@ -118,7 +125,7 @@ def _add_oneshots(sub) -> None:
         description="Run `airflow db migrate` (extra arguments are passed on), after waiting for "
         "the metadata database like the services do.",
     )
-    migrate.set_defaults(func=_run_oneshot, oneshot="db_migrate")
+    migrate.set_defaults(func=_run_oneshot, oneshot="db_migrate", airflow_args=[])
     for name, what, variable in (
         (
             "db-clean",
@@ -139,18 +146,20 @@ def _add_oneshots(sub) -> None:
         parser.set_defaults(func=_run_oneshot, oneshot=name.replace("-", "_"))
 
 
-def _run_oneshot(args: argparse.Namespace, airflow_args: list[str] | None = None):
+def _run_oneshot(args: argparse.Namespace) -> int:
     from airflow_systemd.services import oneshot
 
     action = getattr(oneshot, args.oneshot)
     if args.oneshot == "db_migrate":
-        main = lambda life: action(life, airflow_args or [])  # noqa: E731
+        main = lambda life: action(life, args.airflow_args)  # noqa: E731
     else:
         main = lambda life: action(life, args.retention_days)  # noqa: E731
-    lifecycle.run(f"airflow-systemd {args.command}", main, stop_timeout=20.0)
+    # lifecycle.run ends the process itself (os._exit, once every descendant is gone) with the
+    # exit status of the contract: it never returns.
+    return lifecycle.run(args.command, main, stop_timeout=20.0)
 
 
-def _run_component(args: argparse.Namespace, airflow_args: list[str]):
+def _run_component(args: argparse.Namespace) -> int:
     import importlib
 
     from airflow_systemd.services import http, job
@@ -158,9 +167,9 @@ def _run_component(args: argparse.Namespace, airflow_args: list[str]):
     module_name, kind, _ = COMPONENTS[args.command]
     service = importlib.import_module(f"airflow_systemd.services.{module_name}").SERVICE
     runner = job.run if kind is JOB_LOOP else http.run
-    lifecycle.run(
-        f"airflow-systemd {args.command}",
-        lambda life: runner(life, service, airflow_args),
+    return lifecycle.run(
+        args.command,
+        lambda life: runner(life, service, args.airflow_args),
         stop_timeout=args.stop_timeout,
     )
 
@@ -168,8 +177,8 @@ def _run_component(args: argparse.Namespace, airflow_args: list[str]):
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in COMPONENTS or args.command == "db-migrate":
-        args.func(args, extra)
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if not hasattr(args, "airflow_args"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.airflow_args = extra
     sys.exit(args.func(args))

@@ -90,11 +90,11 @@ class Lifecycle:
         _leave(EXIT_OK)
 
 
-def run(name: str, main: Callable[[Lifecycle], None], *, stop_timeout: float) -> NoReturn:
-    """Run ``main`` under the exit contract; never returns."""
-    journal.setup(name.split()[-1])  # "airflow-systemd scheduler": the component is "scheduler"
+def run(component: str, main: Callable[[Lifecycle], None], *, stop_timeout: float) -> NoReturn:
+    """Run ``main`` of ``component`` (e.g. "scheduler") under the exit contract; never returns."""
+    journal.setup(component)
     notifier = Notifier()  # first: takes NOTIFY_SOCKET & co. out of the environment
-    life = Lifecycle(name, notifier, stop_timeout)
+    life = Lifecycle(f"airflow-systemd {component}", notifier, stop_timeout)
     code = EXIT_FAILURE
     try:
         _arm_crash_diagnostics()

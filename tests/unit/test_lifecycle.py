@@ -114,7 +114,7 @@ def test_config_error_exits_78_with_one_line_and_no_traceback(component):
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 78
     errors = [line for line in err.splitlines() if "error" in line.lower()]
-    assert errors == ["test-component: configuration error: bad option: fix it"]
+    assert errors == ["airflow-systemd test-component: configuration error: bad option: fix it"]
     assert "Traceback" not in err
     assert not running(wait_file(pids))
 
