@@ -21,7 +21,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from airflow_systemd.lifecycle import ConfigError, Lifecycle
+from airflow_systemd.contract import ConfigError
+from airflow_systemd.lifecycle import Lifecycle
 
 STATUS_EVERY = 2.0  # seconds; STATUS= is for humans, no need to send it every round
 
