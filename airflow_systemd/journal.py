@@ -149,49 +149,6 @@ def airflow_fields(source: Mapping[str, object]) -> dict[str, str]:
     return fields
 
 
-def own_unit(cgroup_file: str = "/proc/self/cgroup") -> str | None:
-    """The service this process runs in, from its cgroup (what sd_pid_get_unit(3) reads)."""
-    try:
-        with open(cgroup_file, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        path = line.split(":", 2)[-1]
-        units = [part for part in path.split("/") if part.endswith(".service")]
-        if units:
-            return units[-1]
-    return None
-
-
-def report_restart_after_failure() -> None:
-    """RESTARTED_AFTER_FAILURE when the previous run of this unit failed.
-
-    systemd tells a starting service nothing about the run before. The alert command, which the
-    units start after every run (ExecStopPost=), records how each run ended
-    (:func:`airflow_systemd.alert.previous_stop`); this reads that record. Never raises: a
-    start must not fail over a report.
-    """
-    try:
-        from airflow_systemd import alert
-
-        unit = own_unit()
-        stop = alert.previous_stop(unit) if unit else None
-        if stop is None or stop.get("result") in (None, "", "success"):
-            return
-        event(
-            RESTARTED_AFTER_FAILURE,
-            f"starting after a failure: the previous run of {unit} ended with {alert.describe_end(stop)}",
-            level=logging.WARNING,
-            PREVIOUS_RESULT=stop.get("result"),
-            PREVIOUS_EXIT_CODE=stop.get("exit_code"),
-            PREVIOUS_EXIT_STATUS=stop.get("exit_status"),
-            PREVIOUS_INVOCATION_ID=stop.get("invocation_id"),
-        )
-    except Exception as exc:
-        log.warning("could not tell whether the previous run failed: %s", exc)
-
-
 # --- Airflow's own logging -----------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from airflow_systemd import alert, journal
+from airflow_systemd import journal, last_run
 from airflow_systemd.lifecycle import Lifecycle
 from airflow_systemd.notify import Watchdog
 from airflow_systemd.probe import LoopProbe
@@ -249,22 +249,22 @@ if importlib.util.find_spec("structlog") is None:
 def test_own_unit_reads_the_cgroup(tmp_path):
     cgroup = tmp_path / "cgroup"
     cgroup.write_text("0::/system.slice/airflow-scheduler.service\n")
-    assert journal.own_unit(str(cgroup)) == "airflow-scheduler.service"
+    assert last_run.own_unit(str(cgroup)) == "airflow-scheduler.service"
     cgroup.write_text("0::/user.slice/user-0.slice/session-1.scope\n")
-    assert journal.own_unit(str(cgroup)) is None
-    assert journal.own_unit(str(tmp_path / "missing")) is None
+    assert last_run.own_unit(str(cgroup)) is None
+    assert last_run.own_unit(str(tmp_path / "missing")) is None
 
 
 def test_restart_after_failure_is_reported_from_the_alert_state(sent, tmp_path, monkeypatch):
-    monkeypatch.setattr(alert, "STATE_DIR", str(tmp_path))
-    monkeypatch.setattr(journal, "own_unit", lambda: "airflow-scheduler.service")
-    journal.report_restart_after_failure()  # no record: a first start
+    monkeypatch.setattr(last_run, "STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(last_run, "own_unit", lambda: "airflow-scheduler.service")
+    last_run.report_restart_after_failure()  # no record: a first start
     stop = {"result": "watchdog", "exit_code": "dumped", "exit_status": "ABRT", "invocation_id": "abc"}
     (tmp_path / "runs").mkdir()  # the one part of the alert's state the service may read
     (tmp_path / "runs" / "airflow-scheduler.service.json").write_text(
         json.dumps({"last_stop": {**stop, "time": time.time()}})
     )
-    journal.report_restart_after_failure()
+    last_run.report_restart_after_failure()
     (entry,) = sent
     assert entry["MESSAGE_ID"] == journal.RESTARTED_AFTER_FAILURE
     assert entry["PRIORITY"] == "4"
@@ -273,10 +273,10 @@ def test_restart_after_failure_is_reported_from_the_alert_state(sent, tmp_path, 
     # A clean stop, or a record from another boot, is no failure to report.
     for record in (
         {**stop, "result": "success", "time": time.time()},
-        {**stop, "time": alert.booted_at() - 60},
+        {**stop, "time": last_run.booted_at() - 60},
     ):
         (tmp_path / "runs" / "airflow-scheduler.service.json").write_text(json.dumps({"last_stop": record}))
-        journal.report_restart_after_failure()
+        last_run.report_restart_after_failure()
     assert len(sent) == 1
 
 
