@@ -1,4 +1,5 @@
-"""journal.py: what reaches the journal, with which fields, and what stays as it was.
+"""journal.py, airflow/logging.py and last_run.py: what reaches the journal, with which fields,
+and what stays as it was.
 
 The native path is checked through systemd-python's JournalHandler with a recording
 ``sender_function``; the real journald is the system tests' business.
@@ -20,6 +21,7 @@ import time
 import pytest
 
 from airflow_systemd import journal, last_run
+from airflow_systemd.airflow import logging as airflow_logging
 from airflow_systemd.lifecycle import Lifecycle
 from airflow_systemd.notify import Watchdog
 from airflow_systemd.probe import LoopProbe
@@ -41,7 +43,7 @@ def sent(monkeypatch):
     monkeypatch.setattr(journal, "is_journal_stream", lambda fd, environ=None: True)
     monkeypatch.setattr(
         journal,
-        "_native_handler",
+        "native_handler",
         lambda: journal._NativeHandler(sender_function=entries, **journal._identity),
     )
     journal.setup("scheduler")
@@ -143,21 +145,21 @@ def test_without_systemd_python_lines_get_priority_prefixes(tmp_path):
 
 
 def test_airflow_fields_from_keys_and_from_a_task_instance():
-    assert journal.airflow_fields(
+    assert airflow_logging.airflow_fields(
         {"dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 2, "map_index": -1, "other": 1}
     ) == {"DAG_ID": "d", "RUN_ID": "r", "TASK_ID": "t", "TRY_NUMBER": "2"}
 
     class TI:
         dag_id, run_id, task_id, try_number, map_index = "d2", "r2", "t2", 1, 3
 
-    assert journal.airflow_fields({"task_instance": TI()}) == {
+    assert airflow_logging.airflow_fields({"task_instance": TI()}) == {
         "DAG_ID": "d2",
         "RUN_ID": "r2",
         "TASK_ID": "t2",
         "TRY_NUMBER": "1",
         "MAP_INDEX": "3",
     }
-    assert journal.airflow_fields({"msg": "x"}) == {}
+    assert airflow_logging.airflow_fields({"msg": "x"}) == {}
 
 
 @pytest.fixture
@@ -170,14 +172,14 @@ def console(monkeypatch):
     handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
     handler.addFilter(lambda record: setattr(record, "msg", str(record.msg).replace("s3cret", "***")) or True)
     logger.handlers = [handler]
-    monkeypatch.setattr(journal, "_journal_streams", lambda: (stream,))
+    monkeypatch.setattr(airflow_logging, "_journal_streams", lambda: (stream,))
     yield logger, handler, stream
     logger.handlers = []
 
 
 def test_airflow_console_records_become_entries_with_their_text_and_fields(sent, console):
     logger, _, stream = console
-    journal.adopt_airflow_logging()
+    airflow_logging.adopt_airflow_logging()
     logger.warning("password s3cret for %s", "x", extra={"dag_id": "etl", "task_id": "load"})
     logger.debug("below the level")
     entry = sent[-1]
@@ -191,7 +193,7 @@ def test_airflow_console_records_become_entries_with_their_text_and_fields(sent,
 
 def test_a_redirected_console_writes_where_it_points(sent, console):
     logger, original, _ = console
-    journal.adopt_airflow_logging()
+    airflow_logging.adopt_airflow_logging()
     elsewhere = io.StringIO()
     original.stream = elsewhere  # as Airflow 2.10 does with sys.stdout in task processes
     logger.error("to the task log")
@@ -204,8 +206,8 @@ def test_file_handlers_are_left_alone(sent, tmp_path, monkeypatch):
     logger.propagate = False
     handler = logging.FileHandler(tmp_path / "task.log")
     logger.handlers = [handler]
-    monkeypatch.setattr(journal, "_journal_streams", lambda: (sys.__stdout__,))
-    journal.adopt_airflow_logging()
+    monkeypatch.setattr(airflow_logging, "_journal_streams", lambda: (sys.__stdout__,))
+    airflow_logging.adopt_airflow_logging()
     assert logger.handlers == [handler]
     logger.warning("task line")
     handler.close()
@@ -222,10 +224,10 @@ def test_structlog_events_become_entries_with_their_fields(sent, monkeypatch):
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    monkeypatch.setattr(journal, "_journal_streams", lambda: (stream,))
+    monkeypatch.setattr(airflow_logging, "_journal_streams", lambda: (stream,))
     try:
         structlog.get_logger("airflow.task").info("hello")  # used before: holds the same list
-        journal.adopt_airflow_logging()
+        airflow_logging.adopt_airflow_logging()
         structlog.get_logger("airflow.task").error("Task failed", dag_id="etl", run_id="r1", try_number=2)
     finally:
         structlog.reset_defaults()
