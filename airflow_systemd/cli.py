@@ -7,7 +7,8 @@ import os
 import sys
 import textwrap
 
-from airflow_systemd import __version__, alert, lifecycle
+from airflow_systemd import __version__, lifecycle
+from airflow_systemd.alert import command as alert
 
 EXIT_CODES = """\
 exit status:

@@ -1,0 +1,1 @@
+"""What knows Airflow: version support, the database, start-up, and the logging takeover."""
