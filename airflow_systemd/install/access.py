@@ -18,7 +18,8 @@ import stat
 import sys
 
 from airflow_systemd.contract import ALERT_USER
-from airflow_systemd.install.render import PRIVATE_TMP_DIRS, Sandbox, is_under, template_path
+from airflow_systemd.install.render import template_path
+from airflow_systemd.install.sandbox import PRIVATE_TMP_DIRS, Sandbox, is_under
 
 
 class Refusal(Exception):

@@ -42,7 +42,6 @@ from airflow_systemd.install.render import (
     ALERT_UNIT,
     SCHEDULER_UNIT,
     TARGET_UNIT,
-    plan_sandbox,
     render_alert_unit,
     render_service,
     render_target,
@@ -51,6 +50,7 @@ from airflow_systemd.install.render import (
     template_path,
     template_text,
 )
+from airflow_systemd.install.sandbox import plan_sandbox
 
 # What `systemctl enable --now` should name, per Airflow major version.
 SERVICES_BY_MAJOR = {

@@ -24,6 +24,7 @@ import pytest
 
 from airflow_systemd import alert, journal
 from airflow_systemd.install import access, command, files, render
+from airflow_systemd.install.sandbox import plan_sandbox
 from tests.support.receiver import Receiver
 
 UNIT = "airflow-scheduler.service"
@@ -562,13 +563,11 @@ def test_install_writes_the_alert_unit_the_catalog_and_the_channels_template(tmp
 def test_alert_unit_mounts_code_under_tmp_back_into_its_private_tmp():
     # A checkout under /tmp, as CI's fresh clone: the alert unit's PrivateTmp=yes hid the venv
     # and the OnFailure= alert failed with status=203/EXEC: no "down" alert.
-    sandbox = render.plan_sandbox("/var/lib/airflow", ["/tmp/clone/.venvs/a", "/tmp/clone/src", "/usr"])
+    sandbox = plan_sandbox("/var/lib/airflow", ["/tmp/clone/.venvs/a", "/tmp/clone/src", "/usr"])
     lines = render.render_alert_unit("/tmp/clone/.venvs/a", sandbox=sandbox).splitlines()
     bind = "BindReadOnlyPaths=/tmp/clone/.venvs/a /tmp/clone/src"
     assert lines.index(bind) > lines.index("PrivateTmp=yes")
-    elsewhere = render.render_alert_unit(
-        "/opt/venv", sandbox=render.plan_sandbox("/var/lib/airflow", ["/opt/venv"])
-    )
+    elsewhere = render.render_alert_unit("/opt/venv", sandbox=plan_sandbox("/var/lib/airflow", ["/opt/venv"]))
     assert not [line for line in elsewhere.splitlines() if line.startswith("BindReadOnlyPaths=")]
 
 

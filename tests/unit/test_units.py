@@ -22,6 +22,7 @@ import pytest
 
 from airflow_systemd.contract import PACKAGE_VENV
 from airflow_systemd.install import command, files, render
+from airflow_systemd.install.sandbox import Sandbox, plan_sandbox
 
 UNIT_FILES = Path(render.template_path(render.TARGET_UNIT)).parent
 SHIPPED_UNIT = UNIT_FILES / render.SCHEDULER_UNIT
@@ -173,7 +174,7 @@ def test_env_file_template_sets_nothing():
 
 
 def _render(home="/var/lib/airflow", venv="/opt/venvs/airflow", code=None, **kw) -> str:
-    sandbox = render.plan_sandbox(home, code if code is not None else [venv])
+    sandbox = plan_sandbox(home, code if code is not None else [venv])
     options = {"user": "etl", "group": "etl", "env_file": "/etc/airflow/env"} | kw
     return render.render_scheduler(airflow_home=home, venv=venv, sandbox=sandbox, **options)
 
@@ -241,7 +242,7 @@ def test_render_home_under_home_is_mounted_read_write():
 
 
 def test_render_code_under_tmp_is_mounted_back_into_the_private_tmp():
-    sandbox = render.plan_sandbox("/var/lib/airflow", ["/tmp/clone/.venvs/a", "/tmp/clone/src", "/usr"])
+    sandbox = plan_sandbox("/var/lib/airflow", ["/tmp/clone/.venvs/a", "/tmp/clone/src", "/usr"])
     text = render.render_scheduler(
         user="airflow",
         group="airflow",
@@ -262,10 +263,10 @@ def test_render_escapes_specifiers():
 def test_rendered_units_verify(tmp_path):
     venv = _fake_venv(tmp_path / "venv")
     for home, sandbox in [
-        ("/var/lib/airflow", render.plan_sandbox("/var/lib/airflow", [str(venv)])),
-        ("/srv/airflow", render.plan_sandbox("/srv/airflow", [str(venv)])),
+        ("/var/lib/airflow", plan_sandbox("/var/lib/airflow", [str(venv)])),
+        ("/srv/airflow", plan_sandbox("/srv/airflow", [str(venv)])),
         # What a venv under /root renders to, with directories that exist here.
-        ("/var/lib/airflow", render.Sandbox("airflow", (), "tmpfs", ("/usr/lib",), ("/var/tmp",))),
+        ("/var/lib/airflow", Sandbox("airflow", (), "tmpfs", ("/usr/lib",), ("/var/tmp",))),
     ]:
         (tmp_path / render.TARGET_UNIT).write_text(render.render_target())
         # verify needs a user that exists and warns about nobody ("not safe"); security
