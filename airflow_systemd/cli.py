@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     secrets_file.register(sub)
     try:
-        from airflow_systemd import units
+        from airflow_systemd.install import command as units
     except ImportError:  # pragma: no cover - only while units.py is not there yet
         pass
     else:

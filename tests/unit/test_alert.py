@@ -6,6 +6,7 @@ local HTTP server, a command, a stand-in sendmail. Also the alert's part of inst
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pwd
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_systemd import journal, units
+from airflow_systemd import journal
 from airflow_systemd.alert.channels import deliver
 from airflow_systemd.alert.command import alert, parse_instance, unit_name
 from airflow_systemd.alert.config import (
@@ -36,6 +37,8 @@ from airflow_systemd.alert.config import (
 from airflow_systemd.alert.history import admit
 from airflow_systemd.alert.payload import build_payload
 from airflow_systemd.alert.systemd import Systemd, will_restart
+from airflow_systemd.install import access, command, files, render
+from airflow_systemd.install.sandbox import plan_sandbox
 from airflow_systemd.last_run import Stop, previous_stop
 from tests.support.receiver import Receiver
 
@@ -78,7 +81,7 @@ def unit_failed(result="exit-code", code="exited", status="1", invocation="inv1"
 
 
 def test_shipped_template_sets_no_channel_and_works_uncommented(tmp_path):
-    text = units.template_text(units.ALERT_CONFIG_TEMPLATE)
+    text = render.template_text(command.ALERT_CONFIG_TEMPLATE)
     template = tmp_path / "alert.conf"
     template.write_text(text)
     assert load_config(str(template)) == Settings()
@@ -503,8 +506,8 @@ def test_alert_unit_runs_the_venvs_command_and_verifies(tmp_path):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python3").symlink_to("/bin/true")
-    text = units.render_alert_unit(str(venv))
-    assert text.splitlines()[0] == units.MARKER
+    text = render.render_alert_unit(str(venv))
+    assert files.stamped(render.ALERT_UNIT, text).splitlines()[0] == files.MARKER
     assert f"ExecStart={venv}/bin/python3 -I -m airflow_systemd alert %i" in text.splitlines()
     assert "User=airflow-alert" in text.splitlines()
     instance = tmp_path / "airflow-alert@airflow-scheduler.service"
@@ -516,16 +519,15 @@ def test_alert_unit_runs_the_venvs_command_and_verifies(tmp_path):
 
 
 def test_a_non_default_alert_config_is_passed_to_the_alert_command():
-    unit = units.with_alert_config(
-        "ExecStart=/v/bin/python3 -I -m airflow_systemd alert %i\nExecStartPre=/bin/true alert %i\n",
-        "/srv/alert.conf",
-    )
-    assert unit.splitlines() == [
-        "ExecStart=/v/bin/python3 -I -m airflow_systemd alert %i --config /srv/alert.conf",
-        "ExecStartPre=/bin/true alert %i",
+    default = render.render_alert_unit("/v").splitlines()
+    assert "ExecStart=/v/bin/python3 -I -m airflow_systemd alert %i" in default
+    assert render.render_alert_unit("/v", command.ALERT_CONFIG).splitlines() == default
+    unit = render.render_alert_unit("/v", "/srv/alert.conf").splitlines()
+    # the alert command's line, and no other
+    assert [line for line in unit if line not in default] == [
+        "ExecStart=/v/bin/python3 -I -m airflow_systemd alert %i --config /srv/alert.conf"
     ]
-    assert units.with_alert_config(unit, units.DEFAULT_ALERT_CONFIG) == unit
-    assert "alert %i --config /srv/alert.conf" in units.render_alert_unit("/v", "/srv/alert.conf")
+    assert len(unit) == len(default)
 
 
 @needs_root
@@ -539,44 +541,42 @@ def test_install_writes_the_alert_unit_the_catalog_and_the_channels_template(tmp
     ]
     args += ["--user", "nobody", "--airflow-home", "/var/lib/airflow-units-test", "--no-reload"]
     args += ["--secrets-file", str(tmp_path / "secrets.env"), "--alert-user", "daemon"]
-    parser = units.argparse.ArgumentParser()
-    units.register(parser.add_subparsers())
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
     parsed = parser.parse_args(args)
     assert parsed.func(parsed) == 0, capsys.readouterr().err
-    alert_unit = (tmp_path / units.ALERT_UNIT).read_text()
+    alert_unit = (tmp_path / render.ALERT_UNIT).read_text()
     config = f"--config {tmp_path}/etc/alert.conf"
     assert f"ExecStart={sys.prefix}/bin/python3 -I -m airflow_systemd alert %i {config}" in alert_unit
     assert tuple(line for line in alert_unit.splitlines() if line.startswith(("User=", "Group="))) == (
         "User=daemon",
         "Group=daemon",
     )
-    scheduler = (tmp_path / units.SCHEDULER_UNIT).read_text().splitlines()
+    scheduler = (tmp_path / render.SCHEDULER_UNIT).read_text().splitlines()
     # The unit only asks systemd to start the alert; how the run ended is the instance name.
     assert (
         "ExecStopPost=-+systemctl start "
         "airflow-alert@%N:${SERVICE_RESULT}:${EXIT_CODE}:${EXIT_STATUS}:${INVOCATION_ID}.service" in scheduler
     )
     assert "OnFailure=airflow-alert@%N.service" in scheduler
-    catalog = (tmp_path / "catalog" / units.CATALOG).read_text()
-    assert catalog.startswith(units.MARKER) and journal.CRASHED in catalog
+    catalog = (tmp_path / "catalog" / command.CATALOG).read_text()
+    assert catalog.startswith(files.MARKER) and journal.CRASHED in catalog
     config = tmp_path / "etc" / "alert.conf"
     # readable by root and the alert's account only
     assert (stat.S_IMODE(config.stat().st_mode), config.stat().st_uid) == (0o640, 0)
     assert config.stat().st_gid == pwd.getpwnam("daemon").pw_gid
-    assert config.read_text() == units.template_text(units.ALERT_CONFIG_TEMPLATE)
+    assert config.read_text() == render.template_text(command.ALERT_CONFIG_TEMPLATE)
     assert "skipped journalctl --update-catalog" in capsys.readouterr().err
 
 
 def test_alert_unit_mounts_code_under_tmp_back_into_its_private_tmp():
     # A checkout under /tmp, as CI's fresh clone: the alert unit's PrivateTmp=yes hid the venv
     # and the OnFailure= alert failed with status=203/EXEC: no "down" alert.
-    sandbox = units.plan_sandbox("/var/lib/airflow", ["/tmp/clone/.venvs/a", "/tmp/clone/src", "/usr"])
-    lines = units.render_alert_unit("/tmp/clone/.venvs/a", sandbox=sandbox).splitlines()
+    sandbox = plan_sandbox("/var/lib/airflow", ["/tmp/clone/.venvs/a", "/tmp/clone/src", "/usr"])
+    lines = render.render_alert_unit("/tmp/clone/.venvs/a", sandbox=sandbox).splitlines()
     bind = "BindReadOnlyPaths=/tmp/clone/.venvs/a /tmp/clone/src"
     assert lines.index(bind) > lines.index("PrivateTmp=yes")
-    elsewhere = units.render_alert_unit(
-        "/opt/venv", sandbox=units.plan_sandbox("/var/lib/airflow", ["/opt/venv"])
-    )
+    elsewhere = render.render_alert_unit("/opt/venv", sandbox=plan_sandbox("/var/lib/airflow", ["/opt/venv"]))
     assert not [line for line in elsewhere.splitlines() if line.startswith("BindReadOnlyPaths=")]
 
 
@@ -598,62 +598,62 @@ def test_install_from_a_venv_under_tmp_lets_the_alert_unit_see_it(tmp_path, caps
         args += ["--env-file", str(tmp_path / "env"), "--alert-config", str(tmp_path / "alert.conf")]
         args += ["--catalog-dir", str(tmp_path / "catalog"), "--user", "nobody", "--no-reload"]
         args += ["--secrets-file", str(tmp_path / "secrets.env"), "--alert-user", "daemon"]
-        parser = units.argparse.ArgumentParser()
-        units.register(parser.add_subparsers())
+        parser = argparse.ArgumentParser()
+        command.register(parser.add_subparsers())
         parsed = parser.parse_args(args)
         assert parsed.func(parsed) == 0, capsys.readouterr().err
-        alert_unit = (tmp_path / units.ALERT_UNIT).read_text().splitlines()
+        alert_unit = (tmp_path / render.ALERT_UNIT).read_text().splitlines()
         assert (
             f"ExecStart={venv}/bin/python3 -I -m airflow_systemd alert %i --config {tmp_path}/alert.conf"
             in alert_unit
         )
         assert str(venv) in _bound_read_only(alert_unit)
-        assert str(venv) in _bound_read_only((tmp_path / units.SCHEDULER_UNIT).read_text().splitlines())
+        assert str(venv) in _bound_read_only((tmp_path / render.SCHEDULER_UNIT).read_text().splitlines())
     finally:
         shutil.rmtree(parent)
 
 
 @needs_root
 def test_code_the_service_user_can_change_is_refused():
-    account = units.resolve_account("nobody", None)
+    account = access.resolve_account("nobody", None)
     parent = Path(tempfile.mkdtemp(prefix="airflow-systemd-alert-", dir="/var/cache"))
     try:
         parent.chmod(0o755)
         venv = parent / "venv"
         (venv / "lib").mkdir(parents=True)
         (venv / "lib" / "module.py").write_text("")
-        units.refuse_code_writable_by(account, [str(venv)])  # root's: fine
+        access.refuse_code_writable_by(account, [str(venv)])  # root's: fine
         os.chown(venv / "lib" / "module.py", account.uid, account.gid)
         with pytest.raises(
-            units.Refusal, match=r"nobody can write to .*/venv/lib/module\.py.* airflow-alert"
+            access.Refusal, match=r"nobody can write to .*/venv/lib/module\.py.* airflow-alert"
         ):
-            units.refuse_code_writable_by(account, [str(venv)])
+            access.refuse_code_writable_by(account, [str(venv)])
         os.chown(venv / "lib" / "module.py", 0, 0)
         os.chown(parent, account.uid, account.gid)  # could swap the whole venv
-        with pytest.raises(units.Refusal, match=f"nobody can write to {parent}:"):
-            units.refuse_code_writable_by(account, [str(venv)])
+        with pytest.raises(access.Refusal, match=f"nobody can write to {parent}:"):
+            access.refuse_code_writable_by(account, [str(venv)])
     finally:
         shutil.rmtree(parent)
 
 
 def test_uninstall_does_not_stop_templates(tmp_path, monkeypatch):
-    (tmp_path / units.SCHEDULER_UNIT).write_text(units.MARKER + "\n")
-    (tmp_path / units.ALERT_UNIT).write_text(units.MARKER + "\n")
+    (tmp_path / render.SCHEDULER_UNIT).write_text(files.MARKER + "\n")
+    (tmp_path / render.ALERT_UNIT).write_text(files.MARKER + "\n")
     catalog_dir = tmp_path / "catalog"
     catalog_dir.mkdir()
-    (catalog_dir / units.CATALOG).write_text(units.MARKER + "\n")
+    (catalog_dir / command.CATALOG).write_text(files.MARKER + "\n")
     calls = []
-    monkeypatch.setattr(units, "_systemd_booted", lambda: True)
-    monkeypatch.setattr(units, "_systemctl", lambda *args: calls.append(args))
-    monkeypatch.setattr(units, "_update_catalog", lambda d: calls.append(("update-catalog", d)))
-    parser = units.argparse.ArgumentParser()
-    units.register(parser.add_subparsers())
+    monkeypatch.setattr(files, "systemd_booted", lambda: True)
+    monkeypatch.setattr(files, "systemctl", lambda *args: calls.append(args))
+    monkeypatch.setattr(files, "update_catalog", lambda d: calls.append(("update-catalog", d)))
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
     parsed = parser.parse_args(
         ["uninstall-units", "--unit-dir", str(tmp_path), "--catalog-dir", str(catalog_dir)]
     )
     assert parsed.func(parsed) == 0
     assert calls == [
-        ("disable", "--now", units.SCHEDULER_UNIT),
+        ("disable", "--now", render.SCHEDULER_UNIT),
         ("update-catalog", str(catalog_dir)),
         ("daemon-reload",),
     ]

@@ -79,9 +79,9 @@ def test_message_ids_are_distinct_128_bit_ids():
 
 
 def test_catalog_explains_every_event():
-    from airflow_systemd import units
+    from airflow_systemd.install import render
 
-    text = units.template_text(journal.CATALOG)
+    text = render.template_text(journal.CATALOG)
     entries = {line[3:].strip() for line in text.splitlines() if line.startswith("-- ")}
     assert entries == set(journal.EVENTS)
 
