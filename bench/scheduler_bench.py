@@ -46,11 +46,11 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script: make `tests.support` importable
+sys.path.insert(0, str(REPO))  # run as a script: make `tests.harness` importable
 
+from tests.harness.notify_peer import NotifyPeer  # noqa: E402
+from tests.harness.pgcluster import PgCluster  # noqa: E402
 from tests.integration.conftest import TEMPLATE_DB, airflow_environ, alive  # noqa: E402
-from tests.support.notify_peer import NotifyPeer  # noqa: E402
-from tests.support.pgcluster import PgCluster  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent  # not resolved: the venv's bin, not the base python's
 PROBE = Path(__file__).resolve().parent / "probe"

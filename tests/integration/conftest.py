@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.airflow_env import airflow_environ
-from tests.support.notify_peer import NotifyPeer
-from tests.support.pgcluster import PgCluster
+from tests.harness.airflow_env import airflow_environ
+from tests.harness.notify_peer import NotifyPeer
+from tests.harness.pgcluster import PgCluster
 
 VENV_BIN = Path(sys.executable).parent
 TEMPLATE_DB = "airflow_template"

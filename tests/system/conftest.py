@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.deployment import SCHEDULER, WATCHDOG, Deployment, create_migrated_database
+from tests.harness.pgcluster import PgCluster
 from tests.harness.sandbox import DEFAULT_STATE_DIR, Sandbox
-from tests.support.pgcluster import PgCluster
-from tests.system.deployment import SCHEDULER, WATCHDOG, Deployment, create_migrated_database
 
 SYSTEM_TESTS_DIR = Path(__file__).resolve().parent
 NAME_PREFIX = "afsd"

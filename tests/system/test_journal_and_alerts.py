@@ -13,8 +13,8 @@ import airflow
 import pytest
 
 from airflow_systemd import journal
-from tests.support.receiver import Receiver
-from tests.system.deployment import FAULTS_INSIDE, SCHEDULER, WATCHDOG, running_loop
+from tests.harness.deployment import FAULTS_INSIDE, SCHEDULER, WATCHDOG, running_loop
+from tests.harness.receiver import Receiver
 
 ALERT_CONFIG = "/etc/airflow-systemd/alert.conf"
 ALERT_STATE = "/var/lib/airflow-systemd-alert"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from airflow_systemd import alert, journal, units
-from tests.support.receiver import Receiver
+from tests.harness.receiver import Receiver
 
 UNIT = "airflow-scheduler.service"
 SHIPPED = {"Restart": "on-failure", "RestartPreventExitStatus": "78", "RestartForceExitStatus": ""}

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from airflow_systemd.lifecycle import ConfigError, is_config_error
-from tests.support.notify_peer import NotifyPeer
+from tests.harness.notify_peer import NotifyPeer
 
 # A component that starts a SIGTERM-ignoring child and a setsid'd, double-forked grandchild,
 # reports their PIDs, then does what MODE says.

@@ -18,12 +18,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.harness.airflow_env import FAULTS, airflow_environ
+from tests.harness.pgcluster import PgCluster, free_port
 from tests.harness.sandbox import Sandbox
-from tests.support.airflow_env import FAULTS, airflow_environ
-from tests.support.pgcluster import PgCluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
+DAGS = REPO / "tests" / "system" / "dags"  # the system tests' DAGs, which add_dag() copies in
 SCHEDULER = "airflow-scheduler.service"
 WATCHDOG = 4  # seconds, set by the test drop-in; the shipped default is 30
 # Prefix drop-in (systemd >= 246): applies to every airflow-*.service.
@@ -151,7 +152,7 @@ class Deployment:
 
     def add_dag(self, name: str) -> str:
         """Copy tests/system/dags/NAME.py into the DAGs folder; wait until it is parsed."""
-        text = (Path(__file__).parent / "dags" / f"{name}.py").read_text()
+        text = (DAGS / f"{name}.py").read_text()
         self.sb.exec(
             "install",
             "-d",

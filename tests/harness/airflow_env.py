@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.support.pgcluster import free_port
+from tests.harness.pgcluster import free_port
 
 # Test-only fault injection (see its docstring); on PYTHONPATH, Airflow imports it itself.
 FAULTS = Path(__file__).resolve().parents[1] / "integration" / "faults"
