@@ -48,11 +48,12 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: make `tests.harness` importable
 
+from tests.harness.airflow_env import airflow_environ  # noqa: E402
+from tests.harness.components import TEMPLATE_DB, VENV_BIN  # noqa: E402
 from tests.harness.notify_peer import NotifyPeer  # noqa: E402
 from tests.harness.pgcluster import PgCluster  # noqa: E402
-from tests.integration.conftest import TEMPLATE_DB, airflow_environ, alive  # noqa: E402
+from tests.harness.processes import alive, descendants  # noqa: E402
 
-VENV_BIN = Path(sys.executable).parent  # not resolved: the venv's bin, not the base python's
 PROBE = Path(__file__).resolve().parent / "probe"
 RECORD = struct.Struct("=Qdd")  # as written by the probe: iterations, first end, last end
 
@@ -113,10 +114,7 @@ class Scheduler:
 
     def descendants(self) -> set[int]:
         """Descendants now; all ever seen are remembered for the clean-up."""
-        try:
-            now = {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
-        except psutil.Error:
-            now = set()
+        now = descendants(self.proc.pid)
         self.seen |= now
         return now
 

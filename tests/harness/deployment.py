@@ -11,14 +11,12 @@ Test drop-ins change only WatchdogSec=, timeouts and the database URL.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from tests.harness.airflow_env import FAULTS, airflow_environ
+from tests.harness.airflow_env import FAULTS
 from tests.harness.pgcluster import PgCluster, free_port
 from tests.harness.sandbox import Sandbox
 
@@ -68,18 +66,6 @@ def airflow_settings(api_port: int, **extra: str) -> dict[str, str]:
     }
     settings.update(extra)
     return settings
-
-
-def create_migrated_database(pg: PgCluster, db: str) -> None:
-    """``db`` on ``pg``, migrated by this virtualenv's `airflow db migrate`."""
-    pg.sql(f"CREATE DATABASE {db}")
-    with tempfile.TemporaryDirectory() as home:
-        subprocess.run(
-            [str(VENV / "bin" / "airflow"), "db", "migrate"],
-            env=airflow_environ(Path(home), pg.url(db)),
-            check=True,
-            capture_output=True,
-        )
 
 
 class Deployment:

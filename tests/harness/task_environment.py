@@ -120,7 +120,7 @@ def table(rows, venv: str = str(VENV)) -> str:
 
 def main() -> int:
     """Boot a sandbox, install the units, run the probe both ways, print the table."""
-    from tests.harness.deployment import create_migrated_database
+    from tests.harness.airflow_env import create_migrated_database
     from tests.harness.pgcluster import PgCluster
     from tests.harness.sandbox import Sandbox
 

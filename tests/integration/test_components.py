@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.harness.pgcluster import free_port
-from tests.integration.conftest import alive
+from tests.harness.processes import alive
 
 WATCHDOG = 4.0
 AIRFLOW_3 = airflow.__version__.startswith("3.")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.deployment import SCHEDULER, WATCHDOG, Deployment, create_migrated_database
+from tests.harness.airflow_env import create_migrated_database
+from tests.harness.deployment import SCHEDULER, WATCHDOG, Deployment
 from tests.harness.pgcluster import PgCluster
 from tests.harness.sandbox import DEFAULT_STATE_DIR, Sandbox
 
