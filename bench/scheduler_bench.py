@@ -179,7 +179,8 @@ class Bench:
         env = airflow_environ(self.tmp / name, self.pg.url(name))
         for var in NOTIFY_VARIABLES:  # in case the bench itself runs under systemd
             env.pop(var, None)
-        env["PYTHONPATH"] = str(PROBE)
+        # The probe first (its airflow_local_settings), then the checkout its hook imports from.
+        env["PYTHONPATH"] = os.pathsep.join((str(PROBE), str(REPO)))
         return env
 
     def migrate_template(self) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.harness.pgcluster import PgCluster, free_port
 
 # Test-only fault injection (see its docstring); on PYTHONPATH, Airflow imports it itself.
-FAULTS = Path(__file__).resolve().parents[1] / "integration" / "faults"
+FAULTS = Path(__file__).resolve().parent / "faults"
 # The checkout under test, ahead of whatever the venv has installed, so that the components a
 # test starts run this tree's code (a second checkout or worktree tests itself).
 CHECKOUT = Path(__file__).resolve().parents[2]

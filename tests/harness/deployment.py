@@ -33,6 +33,14 @@ JOB_SERVICES = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer
 # The fault-injection module, copied inside: the checkout may be under /tmp, which the
 # unit's PrivateTmp=yes hides (install-units mounts back only the virtualenv's code).
 FAULTS_INSIDE = "/usr/local/lib/afsd-test-faults"
+# What goes there: the faults module and the post-import hook it imports, as a package of the
+# same name, so that PYTHONPATH=FAULTS_INSIDE alone makes both importable.
+FAULT_FILES = {
+    "airflow_local_settings.py": FAULTS / "airflow_local_settings.py",
+    "tests/__init__.py": REPO / "tests" / "__init__.py",
+    "tests/harness/__init__.py": REPO / "tests" / "harness" / "__init__.py",
+    "tests/harness/after_import.py": REPO / "tests" / "harness" / "after_import.py",
+}
 
 
 def airflow_settings(api_port: int, **extra: str) -> dict[str, str]:
@@ -80,9 +88,8 @@ class Deployment:
         sb.write_file("/etc/sysusers.d/airflow.conf", (REPO / "units" / "airflow.sysusers").read_text())
         sb.exec("systemd-sysusers")
         sb.exec(str(VENV / "bin" / "airflow-systemd"), "install-units", "--venv", str(VENV), "--no-reload")
-        sb.write_file(
-            f"{FAULTS_INSIDE}/airflow_local_settings.py", (FAULTS / "airflow_local_settings.py").read_text()
-        )
+        for inside, source in FAULT_FILES.items():
+            sb.write_file(f"{FAULTS_INSIDE}/{inside}", source.read_text())
         self.configure()
         self.drop_in(
             "50-test-db.conf",
