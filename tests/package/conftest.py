@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sandbox import DEFAULT_STATE_DIR, Sandbox
-from tests.package import artifacts
+from tests.harness import package_artifacts as artifacts
+from tests.harness.sandbox import Sandbox
+from tests.harness.sessions import remove_sandboxes_of_dead_sessions, session_sandbox
 
 NAME_PREFIX = "afsdpkg"
 # Higher than any version debian/changelog has: the package the upgrade tests install.
@@ -28,10 +29,7 @@ def _why_not() -> str | None:
 
 def _remove_leftovers_of_dead_sessions() -> None:
     """Machines and work directories of sessions that died without cleaning up."""
-    for state in DEFAULT_STATE_DIR.glob(f"{NAME_PREFIX}*"):
-        pid = state.name[len(NAME_PREFIX) :]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            Sandbox(name=state.name).down()
+    remove_sandboxes_of_dead_sessions(NAME_PREFIX)
     for entry in artifacts.STATE.glob("*") if artifacts.STATE.is_dir() else ():
         if not (entry.name.isdigit() and Path(f"/proc/{entry.name}").exists()):
             if entry.is_dir() and not entry.is_symlink():
@@ -84,8 +82,8 @@ def machine(deb: Path, upgrade_deb: Path, debian_root: Path) -> Iterator[Sandbox
     log servers 8793/8794) on a loopback of its own, never on the host's. apt runs with the
     host's network to fetch the Depends from Debian's mirror (test_package.apt).
     """
-    sb = Sandbox(
-        name=f"{NAME_PREFIX}{os.getpid()}",
+    sb = session_sandbox(
+        NAME_PREFIX,
         lower=debian_root,
         binds=(),
         binds_ro=(deb.parent, upgrade_deb.parent),

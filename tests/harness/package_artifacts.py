@@ -21,7 +21,7 @@ runs) and the network to PyPI and Debian's mirror, like any build of the package
 
 CLI, from the repository root (as root), to look at them by hand::
 
-    python3 -m tests.package.artifacts debs|root DIR
+    python3 -m tests.harness.package_artifacts debs|root DIR
 """
 
 from __future__ import annotations
