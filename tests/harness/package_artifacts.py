@@ -44,6 +44,16 @@ HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 FAST_COMPRESSION = {"DPKG_DEB_COMPRESSOR_TYPE": "gzip", "DPKG_DEB_COMPRESSOR_LEVEL": "1"}
 
 
+def remove_workdirs_of_dead_sessions() -> None:
+    """Remove what is in STATE but not a work directory of a running pytest (named by its PID)."""
+    for entry in STATE.glob("*") if STATE.is_dir() else ():
+        if not (entry.name.isdigit() and Path(f"/proc/{entry.name}").exists()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
+
+
 def input_files() -> list[str]:
     """The package's inputs as git sees them: tracked or new, not ignored."""
     out = subprocess.run(

@@ -27,24 +27,15 @@ def _why_not() -> str | None:
     return None
 
 
-def _remove_leftovers_of_dead_sessions() -> None:
-    """Machines and work directories of sessions that died without cleaning up."""
-    remove_sandboxes_of_dead_sessions(NAME_PREFIX)
-    for entry in artifacts.STATE.glob("*") if artifacts.STATE.is_dir() else ():
-        if not (entry.name.isdigit() and Path(f"/proc/{entry.name}").exists()):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink()
-
-
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
     """This session's directory for the packages and the Debian root, removed at its end."""
     reason = _why_not()
     if reason:
         pytest.skip(reason)  # CI counts a skip as a failure
-    _remove_leftovers_of_dead_sessions()
+    # machines and work directories of sessions that died without cleaning up
+    remove_sandboxes_of_dead_sessions(NAME_PREFIX)
+    artifacts.remove_workdirs_of_dead_sessions()
     path = artifacts.STATE / str(os.getpid())
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
