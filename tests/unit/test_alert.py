@@ -40,7 +40,7 @@ from airflow_systemd.alert.systemd import Systemd, will_restart
 from airflow_systemd.install import access, command, files, render
 from airflow_systemd.install.sandbox import plan_sandbox
 from airflow_systemd.last_run import Stop, previous_stop
-from tests.support.receiver import Receiver
+from tests.harness.receiver import Receiver
 
 UNIT = "airflow-scheduler.service"
 SHIPPED = {"Restart": "on-failure", "RestartPreventExitStatus": "78", "RestartForceExitStatus": ""}

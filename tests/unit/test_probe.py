@@ -5,7 +5,7 @@ import pytest
 from airflow_systemd.lifecycle import ConfigError, Lifecycle
 from airflow_systemd.notify import Notifier, Watchdog
 from airflow_systemd.probe import LoopProbe, require_watchdog_margin
-from tests.support.notify_peer import NotifyPeer
+from tests.harness.notify_peer import NotifyPeer
 
 
 class Clock:
