@@ -14,7 +14,8 @@ import os
 import sys
 import textwrap
 
-from airflow_systemd import __version__, alert, lifecycle
+from airflow_systemd import __version__, lifecycle
+from airflow_systemd.alert import command as alert
 
 EXIT_CODES = """\
 exit status:
@@ -106,14 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_oneshots(sub)
     from airflow_systemd import secrets_file
+    from airflow_systemd.install import command as units
 
     secrets_file.register(sub)
-    try:
-        from airflow_systemd import units
-    except ImportError:  # pragma: no cover - only while units.py is not there yet
-        pass
-    else:
-        units.register(sub)
+    units.register(sub)
     alert.register(sub)
     return parser
 

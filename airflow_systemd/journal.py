@@ -8,14 +8,8 @@ SYSLOG_IDENTIFIER=airflow-COMPONENT (what the unit's SyslogIdentifier= gives its
 AIRFLOW_COMPONENT=COMPONENT, and a MESSAGE_ID for each lifecycle :func:`event` (the constants
 below; ``airflow-systemd.catalog`` is what `journalctl -x` explains them with).
 
-:func:`adopt_airflow_logging` does the same for Airflow's own console logging, keeping its text
-and its filters (secrets masking): records get their PRIORITY, and DAG_ID, RUN_ID, TASK_ID,
-TRY_NUMBER (and MAP_INDEX) fields when they carry those. In Airflow 3 they often do: a task
-binds them to its structlog context, and the LocalExecutor copies every task log line to the
-scheduler's console. Airflow 2.10's triggerer attaches the task instance to its records. Task
-logs still go to their files (the UI reads them there): only what went to the journal before
-goes to the journal now, and whatever Airflow redirects (2.10's task and DAG-file processes
-point sys.stdout at a log file) keeps going where Airflow points it.
+Airflow's own console logging is sent the same way by
+:mod:`airflow_systemd.airflow.logging`, with what this module exposes for it.
 
 Which stream is the journal: JOURNAL_STREAM (systemd.exec(5)) holds the device and inode of
 the stream systemd connected, compared with what fstat() says about fd 1 and 2, so a child
@@ -58,15 +52,6 @@ from airflow_systemd.contract import (  # noqa: F401 - the event ids, where call
     WATCHDOG_NEAR_MISS,
 )
 
-# What Airflow calls them (record attributes, structlog keys) -> journal field.
-AIRFLOW_FIELDS = {
-    "dag_id": "DAG_ID",
-    "run_id": "RUN_ID",
-    "task_id": "TASK_ID",
-    "try_number": "TRY_NUMBER",
-    "map_index": "MAP_INDEX",
-}
-
 log = logging.getLogger("airflow_systemd")
 
 _mode: str | None = None  # "native", "prefix" (<N> lines) or None (not the journal)
@@ -107,7 +92,7 @@ def setup(component: str, *, native: bool = True) -> None:
     _identity.update(SYSLOG_IDENTIFIER=f"airflow-{component}", AIRFLOW_COMPONENT=component)
     under_journal = is_journal_stream(1) or is_journal_stream(2)
     if native and JournalHandler is not None and under_journal:
-        _mode, handler = "native", _native_handler()
+        _mode, handler = "native", native_handler()
     elif is_journal_stream(2):
         _mode, handler = "prefix", _PrefixHandler(sys.__stderr__)
     else:
@@ -124,116 +109,25 @@ def active() -> bool:
     return _mode is not None
 
 
+def mode() -> str | None:
+    """How :func:`setup` writes to the journal: "native", "prefix" (``<N>`` lines) or None."""
+    return _mode
+
+
+def owns(handler: logging.Handler) -> bool:
+    """True for a handler :func:`setup` installed (Airflow's logging takeover leaves it alone)."""
+    return handler in _installed
+
+
 def event(message_id: str, message: str, *, level: int = logging.INFO, **fields: object) -> None:
     """Log a lifecycle event: ``message`` with MESSAGE_ID and ``fields`` (UPPER_CASE names)."""
     extra = {name: value for name, value in fields.items() if value is not None}
     log.log(level, message, extra={"MESSAGE_ID": message_id, **extra})
 
 
-def airflow_fields(source: Mapping[str, object]) -> dict[str, str]:
-    """DAG_ID, RUN_ID, TASK_ID, TRY_NUMBER, MAP_INDEX from a record's attributes or event dict.
-
-    Airflow 3 binds the keys themselves (task runner, triggerer); Airflow 2.10's triggerer
-    attaches the task instance (``task_instance``), as Airflow code also passes ``ti``.
-    """
-    fields = {}
-    instance = source.get("task_instance") or source.get("ti")
-    for key, field in AIRFLOW_FIELDS.items():
-        value = source.get(key)
-        if value is None and instance is not None:
-            with contextlib.suppress(Exception):  # a detached ORM object may refuse
-                value = getattr(instance, key, None)
-        if value is None or value == "" or (key == "map_index" and str(value) == "-1"):
-            continue
-        fields[field] = str(value)
-    return fields
-
-
-def own_unit(cgroup_file: str = "/proc/self/cgroup") -> str | None:
-    """The service this process runs in, from its cgroup (what sd_pid_get_unit(3) reads)."""
-    try:
-        with open(cgroup_file, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        path = line.split(":", 2)[-1]
-        units = [part for part in path.split("/") if part.endswith(".service")]
-        if units:
-            return units[-1]
-    return None
-
-
-def report_restart_after_failure() -> None:
-    """RESTARTED_AFTER_FAILURE when the previous run of this unit failed.
-
-    systemd tells a starting service nothing about the run before. The alert command, which the
-    units start after every run (ExecStopPost=), records how each run ended
-    (:func:`airflow_systemd.alert.previous_stop`); this reads that record. Never raises: a
-    start must not fail over a report.
-    """
-    try:
-        from airflow_systemd import alert
-
-        unit = own_unit()
-        stop = alert.previous_stop(unit) if unit else None
-        if stop is None or stop.get("result") in (None, "", "success"):
-            return
-        event(
-            RESTARTED_AFTER_FAILURE,
-            f"starting after a failure: the previous run of {unit} ended with {alert.describe_end(stop)}",
-            level=logging.WARNING,
-            PREVIOUS_RESULT=stop.get("result"),
-            PREVIOUS_EXIT_CODE=stop.get("exit_code"),
-            PREVIOUS_EXIT_STATUS=stop.get("exit_status"),
-            PREVIOUS_INVOCATION_ID=stop.get("invocation_id"),
-        )
-    except Exception as exc:
-        log.warning("could not tell whether the previous run failed: %s", exc)
-
-
-# --- Airflow's own logging -----------------------------------------------------------------
-
-
-def adopt_airflow_logging() -> None:
-    """Send Airflow's console logging to the journal the way :func:`setup` chose for ours.
-
-    Call it once Airflow has configured its logging (``import airflow`` does). Each stream
-    handler that writes to the journal stream is replaced by a stand-in that uses its filters
-    and its formatter; structlog's renderer (Airflow 3) is wrapped the same way. Task log
-    handlers write to files and are left alone.
-    """
-    if _mode is None:
-        return
-    streams = _journal_streams()
-    if not streams:
-        return
-    target = _airflow_handler() if _mode == "native" else None
-    loggers = [logging.root, *logging.root.manager.loggerDict.values()]
-    for logger in loggers:
-        handlers = getattr(logger, "handlers", None) or []
-        for i, handler in enumerate(handlers):
-            if (
-                isinstance(handler, logging.StreamHandler)
-                and handler not in _installed
-                and getattr(handler, "stream", None) in streams
-            ):
-                handlers[i] = _Console(handler, streams, target)
-    _adopt_structlog(streams, target)
-
-
-def _journal_streams() -> tuple:
-    candidates = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
-    streams = []
-    for stream in candidates:
-        with contextlib.suppress(Exception):
-            if stream is not None and stream not in streams and is_journal_stream(stream.fileno()):
-                streams.append(stream)
-    return tuple(streams)
-
-
-def _prefixed(levelno: int, text: str) -> str:
-    # journald reads the prefix per line: every line of a traceback keeps the priority
+def prefixed(levelno: int, text: str) -> str:
+    """``text`` as ``<N>`` lines: journald reads the prefix per line, so every line of a
+    traceback keeps the priority."""
     p = priority(levelno)
     return "\n".join(f"<{p}>{line}" for line in (text.splitlines() or [""]))
 
@@ -242,24 +136,12 @@ class _PrefixHandler(logging.StreamHandler):
     """Lines with sd-daemon(3) ``<N>`` prefixes, which journald turns into PRIORITY=."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return _prefixed(record.levelno, super().format(record))
+        return prefixed(record.levelno, super().format(record))
 
 
-class _AirflowFieldsFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        for name, value in airflow_fields(record.__dict__).items():
-            record.__dict__.setdefault(name, value)
-        return True
-
-
-def _native_handler() -> logging.Handler:
+def native_handler() -> logging.Handler:
+    """A native journal handler with this process's identity (see :func:`setup`)."""
     return _NativeHandler(**_identity)
-
-
-def _airflow_handler() -> logging.Handler:
-    handler = _native_handler()
-    handler.addFilter(_AirflowFieldsFilter())
-    return handler
 
 
 if JournalHandler is not None:
@@ -269,99 +151,5 @@ if JournalHandler is not None:
 
         def handleError(self, record: logging.LogRecord) -> None:
             with contextlib.suppress(Exception):
-                sys.__stderr__.write(_prefixed(record.levelno, self.format(record)) + "\n")
+                sys.__stderr__.write(prefixed(record.levelno, self.format(record)) + "\n")
                 sys.__stderr__.flush()
-
-
-class _Console(logging.Handler):
-    """Stands in for one of Airflow's console handlers: its filters and its text, to the journal.
-
-    While the stream that handler points at is not the journal (Airflow redirected sys.stdout),
-    the original handler does the work, as before.
-    """
-
-    def __init__(self, original: logging.StreamHandler, streams: tuple, target: logging.Handler | None):
-        super().__init__(original.level)
-        self.original = original
-        self.streams = streams
-        self.target = target  # None: write <N> lines to the original's stream
-
-    def handle(self, record: logging.LogRecord):
-        if getattr(self.original, "stream", None) not in self.streams:
-            return self.original.handle(record)
-        result = self.original.filter(record)  # secrets masking and the like
-        if not result:
-            return result
-        if isinstance(result, logging.LogRecord):
-            record = result
-        text = self.original.format(record)
-        if self.target is None:
-            with self.original.lock or contextlib.nullcontext():
-                self.original.stream.write(_prefixed(record.levelno, text) + self.original.terminator)
-                self.original.flush()
-            return result
-        copy = logging.makeLogRecord(record.__dict__)
-        copy.msg, copy.args, copy.exc_info, copy.exc_text, copy.stack_info = text, None, None, None, None
-        self.target.handle(copy)
-        return result
-
-    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() does it
-        self.handle(record)
-
-    def flush(self) -> None:
-        self.original.flush()
-
-
-def _adopt_structlog(streams: tuple, target: logging.Handler | None) -> None:
-    try:
-        import structlog
-    except ImportError:  # Airflow 2.10 does not use it
-        return
-    processors = structlog.get_config()["processors"]
-    # In place: loggers that were already used hold this very list.
-    if processors and not isinstance(processors[-1], _StructlogRenderer):
-        processors[-1] = _StructlogRenderer(processors[-1], streams, target, structlog.DropEvent)
-
-
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "exception": logging.ERROR,
-    "critical": logging.CRITICAL,
-    "fatal": logging.CRITICAL,
-}
-
-
-class _StructlogRenderer:
-    """Wraps structlog's last processor (the renderer) for loggers that write to the journal."""
-
-    def __init__(self, renderer, streams: tuple, target: logging.Handler | None, drop: type[Exception]):
-        self.renderer = renderer
-        self.streams = streams
-        self.target = target
-        self.drop = drop
-
-    def __call__(self, logger, method_name: str, event_dict: dict):
-        if getattr(logger, "_file", None) not in self.streams:
-            return self.renderer(logger, method_name, event_dict)
-        # Read what the record needs before the renderer pops it.
-        levelno = _LEVELS.get(str(event_dict.get("level", method_name)).lower(), logging.INFO)
-        name = str(event_dict.get("logger") or getattr(logger, "name", None) or "airflow")
-        fields = airflow_fields(event_dict)
-        pathname = str(event_dict.get("pathname") or event_dict.get("filename") or "")
-        lineno = event_dict.get("lineno")
-        func = event_dict.get("func_name")
-        text = self.renderer(logger, method_name, event_dict)
-        if isinstance(text, (bytes, bytearray)):
-            text = bytes(text).decode("utf-8", "replace")
-        if self.target is None:
-            return _prefixed(levelno, text)
-        record = logging.LogRecord(
-            name, levelno, pathname, lineno if isinstance(lineno, int) else 0, text, None, None, func=func
-        )
-        record.__dict__.update(fields)
-        self.target.handle(record)
-        raise self.drop

@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
-from airflow_systemd import journal, processes
+from airflow_systemd import journal, last_run, processes
 from airflow_systemd.contract import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError
 from airflow_systemd.notify import Notifier
 
@@ -98,7 +98,7 @@ def run(component: str, main: Callable[[Lifecycle], None], *, stop_timeout: floa
     code = EXIT_FAILURE
     try:
         _arm_crash_diagnostics()
-        journal.report_restart_after_failure()
+        last_run.report_restart_after_failure()
         if not processes.become_subreaper():
             log.warning("could not become a child subreaper: double-forked descendants may escape")
         _handle_stop_signals(life)

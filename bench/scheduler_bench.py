@@ -46,13 +46,14 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script: make `tests.support` importable
+sys.path.insert(0, str(REPO))  # run as a script: make `tests.harness` importable
 
-from tests.integration.conftest import TEMPLATE_DB, airflow_environ, alive  # noqa: E402
-from tests.support.notify_peer import NotifyPeer  # noqa: E402
-from tests.support.pgcluster import PgCluster  # noqa: E402
+from tests.harness.airflow_env import airflow_environ  # noqa: E402
+from tests.harness.components import TEMPLATE_DB, VENV_BIN  # noqa: E402
+from tests.harness.notify_peer import NotifyPeer  # noqa: E402
+from tests.harness.pgcluster import PgCluster  # noqa: E402
+from tests.harness.processes import alive, descendants  # noqa: E402
 
-VENV_BIN = Path(sys.executable).parent  # not resolved: the venv's bin, not the base python's
 PROBE = Path(__file__).resolve().parent / "probe"
 RECORD = struct.Struct("=Qdd")  # as written by the probe: iterations, first end, last end
 
@@ -113,10 +114,7 @@ class Scheduler:
 
     def descendants(self) -> set[int]:
         """Descendants now; all ever seen are remembered for the clean-up."""
-        try:
-            now = {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
-        except psutil.Error:
-            now = set()
+        now = descendants(self.proc.pid)
         self.seen |= now
         return now
 
@@ -181,7 +179,8 @@ class Bench:
         env = airflow_environ(self.tmp / name, self.pg.url(name))
         for var in NOTIFY_VARIABLES:  # in case the bench itself runs under systemd
             env.pop(var, None)
-        env["PYTHONPATH"] = str(PROBE)
+        # The probe first (its airflow_local_settings), then the checkout its hook imports from.
+        env["PYTHONPATH"] = os.pathsep.join((str(PROBE), str(REPO)))
         return env
 
     def migrate_template(self) -> None:

@@ -33,9 +33,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: make `tests` importable
 
+from tests.harness.airflow_env import create_migrated_database  # noqa: E402
+from tests.harness.deployment import SCHEDULER, VENV, Deployment  # noqa: E402
+from tests.harness.pgcluster import PgCluster  # noqa: E402
 from tests.harness.sandbox import Sandbox  # noqa: E402
-from tests.support.pgcluster import PgCluster  # noqa: E402
-from tests.system.deployment import SCHEDULER, VENV, Deployment, create_migrated_database  # noqa: E402
 
 UPSTREAM = "upstream-airflow-scheduler.service"
 POLL = 0.2

@@ -1,1 +1,1 @@
-"""What knows Airflow: supported versions, its CLI, its logging, its metadata database, start-up."""
+"""What knows Airflow: version support, the database, start-up, and the logging takeover."""

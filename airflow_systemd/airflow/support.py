@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from airflow_systemd import journal
+from airflow_systemd.airflow.logging import adopt_airflow_logging
 from airflow_systemd.contract import ConfigError
 
 SUPPORTED = "2.10.x, 2.11.x and 3.x"
@@ -26,7 +26,7 @@ def load_airflow() -> str:
         import airflow
     except Exception as exc:
         raise ConfigError(f"Airflow could not load its configuration: {type(exc).__name__}: {exc}") from exc
-    journal.adopt_airflow_logging()  # importing Airflow has set up its logging
+    adopt_airflow_logging()  # importing Airflow has set up its logging
 
     version = airflow.__version__
     major, minor = (int(part) for part in version.split(".")[:2])

@@ -2,6 +2,7 @@
 
 Airflow imports ``airflow_local_settings`` in every process while it initialises. The scheduler
 module cannot be imported that early (a circular import on Airflow 2.10), so a post-import hook
+(tests/harness/after_import.py, which is why the bench puts the checkout on PYTHONPATH too)
 wraps its ``perform_heartbeat`` once it is loaded: the loop calls it once at the end of every
 iteration. Plain `airflow scheduler` and `airflow-systemd scheduler` (whose own hook then wraps
 this one) load the same wrapper, so both are counted alike.
@@ -12,13 +13,12 @@ iteration, so counting costs about a microsecond and cannot hide the difference 
 """
 
 import functools
-import importlib.abc
-import importlib.util
 import mmap
 import os
 import struct
-import sys
 import time
+
+from tests.harness.after_import import SCHEDULER_MODULE, call_after_import
 
 LOOP_FILE = os.environ.get("AFSD_BENCH_LOOP_FILE", "")
 RECORD = struct.Struct("=Qdd")  # iterations, first end, last end; bench/scheduler_bench.py reads it
@@ -44,25 +44,5 @@ def _patch(module):
     module.perform_heartbeat = perform_heartbeat_counted
 
 
-class _AfterImport(importlib.abc.MetaPathFinder):
-    """Runs ``_patch`` on the scheduler module right after it has been executed."""
-
-    name = "airflow.jobs.scheduler_job_runner"
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != self.name:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        exec_module = spec.loader.exec_module
-
-        def exec_then_patch(module):
-            exec_module(module)
-            _patch(module)
-
-        spec.loader.exec_module = exec_then_patch
-        return spec
-
-
-if LOOP_FILE and not any(isinstance(f, _AfterImport) for f in sys.meta_path):
-    sys.meta_path.insert(0, _AfterImport())
+if LOOP_FILE:
+    call_after_import(SCHEDULER_MODULE, _patch)

@@ -1,7 +1,7 @@
 """A throw-away *real* systemd for system tests, on a host whose PID 1 is not systemd.
 
-Approach (facts measured on Debian 12 / systemd 252 hosts with cgroups in hybrid v1+v2 mode,
-see /work/shared/systemd-sandbox/NOTES.md):
+Approach (facts measured on Debian 12 / systemd 252 hosts with cgroups in hybrid v1+v2 mode;
+docs/harness.md lists them with the pitfalls found along the way):
 
 * The container root is an overlayfs whose lower layer is the host's own ``/`` (so the host's
   Python and virtualenvs are there without copying) and whose upper/work dirs live on a fresh
@@ -26,7 +26,8 @@ see /work/shared/systemd-sandbox/NOTES.md):
   With a private network (only a loopback of its own), ``exec(..., host_network=True)`` still
   runs a command with the host's network, e.g. apt fetching from a mirror, and
   :meth:`Sandbox.netns` names the namespace for a host process that must live inside it.
-* Measured with this module: ``up()`` 0.3-0.5 s, ``down()`` 0.2-0.5 s (NOTES.md: 0.5 s / 2 s).
+* Measured with this module: ``up()`` 0.3-0.5 s, ``down()`` 0.2-0.5 s (plain nspawn from a shell
+  script: 0.5 s / 2 s).
 
 Library use::
 

@@ -15,8 +15,8 @@ import airflow
 import psutil
 import pytest
 
-from tests.integration.conftest import alive
-from tests.support.pgcluster import free_port
+from tests.harness.pgcluster import free_port
+from tests.harness.processes import alive
 
 WATCHDOG = 4.0
 AIRFLOW_3 = airflow.__version__.startswith("3.")

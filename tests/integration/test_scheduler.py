@@ -17,7 +17,7 @@ import psutil
 import psycopg2
 import pytest
 
-from tests.integration.conftest import alive
+from tests.harness.processes import alive
 
 WATCHDOG = 4.0  # seconds; the scheduler heartbeat is 1 s in these tests
 

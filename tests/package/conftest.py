@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sandbox import DEFAULT_STATE_DIR, Sandbox
-from tests.package import artifacts
+from tests.harness import package_artifacts as artifacts
+from tests.harness.sandbox import Sandbox
+from tests.harness.sessions import remove_sandboxes_of_dead_sessions, session_sandbox
 
 NAME_PREFIX = "afsdpkg"
 # Higher than any version debian/changelog has: the package the upgrade tests install.
@@ -26,27 +27,15 @@ def _why_not() -> str | None:
     return None
 
 
-def _remove_leftovers_of_dead_sessions() -> None:
-    """Machines and work directories of sessions that died without cleaning up."""
-    for state in DEFAULT_STATE_DIR.glob(f"{NAME_PREFIX}*"):
-        pid = state.name[len(NAME_PREFIX) :]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            Sandbox(name=state.name).down()
-    for entry in artifacts.STATE.glob("*") if artifacts.STATE.is_dir() else ():
-        if not (entry.name.isdigit() and Path(f"/proc/{entry.name}").exists()):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink()
-
-
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
     """This session's directory for the packages and the Debian root, removed at its end."""
     reason = _why_not()
     if reason:
         pytest.skip(reason)  # CI counts a skip as a failure
-    _remove_leftovers_of_dead_sessions()
+    # machines and work directories of sessions that died without cleaning up
+    remove_sandboxes_of_dead_sessions(NAME_PREFIX)
+    artifacts.remove_workdirs_of_dead_sessions()
     path = artifacts.STATE / str(os.getpid())
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
@@ -84,8 +73,8 @@ def machine(deb: Path, upgrade_deb: Path, debian_root: Path) -> Iterator[Sandbox
     log servers 8793/8794) on a loopback of its own, never on the host's. apt runs with the
     host's network to fetch the Depends from Debian's mirror (test_package.apt).
     """
-    sb = Sandbox(
-        name=f"{NAME_PREFIX}{os.getpid()}",
+    sb = session_sandbox(
+        NAME_PREFIX,
         lower=debian_root,
         binds=(),
         binds_ro=(deb.parent, upgrade_deb.parent),

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import package_artifacts as artifacts
+from tests.harness import privilege
+from tests.harness.pgcluster import PgCluster
 from tests.harness.sandbox import Sandbox
-from tests.package import artifacts
-from tests.support import privilege
-from tests.support.pgcluster import PgCluster
 
 REPO = artifacts.REPO_ROOT
 UNIT_DIR = REPO / "airflow_systemd" / "unit_files"

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sandbox import DEFAULT_STATE_DIR, Sandbox
-from tests.support.pgcluster import PgCluster
-from tests.system.deployment import SCHEDULER, WATCHDOG, Deployment, create_migrated_database
+from tests.harness.airflow_env import create_migrated_database
+from tests.harness.deployment import SCHEDULER, WATCHDOG, Deployment
+from tests.harness.pgcluster import PgCluster
+from tests.harness.sandbox import Sandbox
+from tests.harness.sessions import remove_sandboxes_of_dead_sessions, session_sandbox
 
 SYSTEM_TESTS_DIR = Path(__file__).resolve().parent
 NAME_PREFIX = "afsd"
@@ -33,15 +35,6 @@ def _why_no_sandbox() -> str | None:
     return None
 
 
-def _remove_sandboxes_of_dead_sessions() -> None:
-    # a SIGKILLed pytest never tears down, and its container keeps running (nspawn is in a
-    # session of its own); the PID in the name tells whether that pytest is gone
-    for state in DEFAULT_STATE_DIR.glob(f"{NAME_PREFIX}*"):
-        pid = state.name[len(NAME_PREFIX) :]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            Sandbox(name=state.name).down()
-
-
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     """One booted container for the whole session; it is gone again when the session ends."""
@@ -49,9 +42,8 @@ def sandbox() -> Iterator[Sandbox]:
     if reason:
         # CI treats skips as failures, so this only lets dev machines without root pass through
         pytest.skip(reason)
-    _remove_sandboxes_of_dead_sessions()
-    # unique per pytest process: parallel sessions must not share mounts or cgroups
-    sb = Sandbox(name=f"{NAME_PREFIX}{os.getpid()}")
+    remove_sandboxes_of_dead_sessions(NAME_PREFIX)
+    sb = session_sandbox(NAME_PREFIX)
     try:
         sb.up()
         yield sb

@@ -1,7 +1,7 @@
 """Every Airflow service under airflow.target, and a real DAG run through all of them.
 
 Test-only settings: heartbeats of 1 s, WatchdogSec=4s for the job loops, task retry delay
-5 s (deployment.py, dags/afsd_pipeline.py).
+5 s (tests/harness/deployment.py, dags/afsd_pipeline.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import airflow
 import pytest
 
-from tests.system.deployment import SERVICES_2, SERVICES_3
+from tests.harness.deployment import SERVICES_2, SERVICES_3
 
 AIRFLOW_3 = airflow.__version__.startswith("3.")
 SERVICES = SERVICES_3 if AIRFLOW_3 else SERVICES_2

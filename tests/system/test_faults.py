@@ -5,8 +5,8 @@ the triggerer), injects the fault, and then asks for what the issue promises: th
 `success` with at most one retry per task, every service is back to active/running by
 itself, no run or task is left queued/running, and no process outlived its main process.
 
-Test-only settings, on top of deployment.py's (1 s heartbeats, WatchdogSec=4s for the job
-loops, task heartbeat timeout 30 s, retry delay 5 s): a restarted scheduler adopts the
+Test-only settings, on top of tests/harness/deployment.py's (1 s heartbeats, WatchdogSec=4s for
+the job loops, task heartbeat timeout 30 s, retry delay 5 s): a restarted scheduler adopts the
 tasks of its dead predecessor once that one's heartbeat is older than
 ``scheduler_health_check_threshold`` and only at ``orphaned_tasks_check_interval``
 (defaults 30 s and 300 s); the triggerer takes over triggers of a dead triggerer after
@@ -21,7 +21,7 @@ import time
 import airflow
 import pytest
 
-from tests.system.deployment import SCHEDULER, SERVICES_3, WATCHDOG
+from tests.harness.deployment import SCHEDULER, SERVICES_3, WATCHDOG
 
 FAST_RECOVERY = {
     "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",

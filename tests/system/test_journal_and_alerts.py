@@ -13,8 +13,8 @@ import airflow
 import pytest
 
 from airflow_systemd import journal
-from tests.support.receiver import Receiver
-from tests.system.deployment import FAULTS_INSIDE, SCHEDULER, WATCHDOG, running_loop
+from tests.harness.deployment import FAULTS_INSIDE, SCHEDULER, WATCHDOG, running_loop
+from tests.harness.receiver import Receiver
 
 ALERT_CONFIG = "/etc/airflow-systemd/alert.conf"
 ALERT_STATE = "/var/lib/airflow-systemd-alert"
@@ -75,6 +75,11 @@ def alerts(unit):
         finally:
             unit.reset()  # its ExecStopPost= still alerts while the receiver is up
             unit.sb.exec("rm", "-f", ALERT_CONFIG)
+
+
+def outcome(payload: dict) -> tuple[str, str, str, str]:
+    """What an alert says happened: the unit, the kind of alert, systemd's result and exit status."""
+    return (payload["unit"], payload["kind"], payload["result"], payload["exit_status"])
 
 
 def test_lifecycle_events_and_airflow_records_carry_their_fields(unit):
@@ -156,12 +161,7 @@ def test_config_error_is_one_err_entry_and_one_alert(unit, alerts):
     job = unit.wait_for(lambda: start_job_end(unit, cursor, ALERT_UNIT), 60, ALERT_UNIT, unit=ALERT_UNIT)
     assert job["JOB_RESULT"] == "done", unit.journal_tail(ALERT_UNIT)
     assert len(alerts.bodies) == 1, alerts.bodies
-    assert (payload["unit"], payload["kind"], payload["result"], payload["exit_status"]) == (
-        SCHEDULER,
-        "down",
-        "exit-code",
-        "78",
-    )
+    assert outcome(payload) == (SCHEDULER, "down", "exit-code", "78")
     assert payload["last_error"] == error["MESSAGE"]
 
 
@@ -178,12 +178,7 @@ def test_a_crash_is_alerted_once_and_the_restart_says_so(unit, alerts):
     (crashed,) = events(unit, cursor, journal.CRASHED)
     assert (crashed["PRIORITY"], crashed["EXCEPTION_TYPE"]) == ("3", "RuntimeError")
     assert crashed["EXCEPTION_MESSAGE"] == "injected fault in the scheduler loop"
-    assert (payload["unit"], payload["kind"], payload["result"], payload["exit_status"]) == (
-        SCHEDULER,
-        "failed",
-        "exit-code",
-        "1",
-    )
+    assert outcome(payload) == (SCHEDULER, "failed", "exit-code", "1")
     assert payload["last_error"] == crashed["MESSAGE"]
     assert payload["exception"] == {"type": "RuntimeError", "message": "injected fault in the scheduler loop"}
     assert SCHEDULER in payload["summary"] and "exit-code" in payload["summary"]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import privilege
-from tests.support.receiver import Receiver
-from tests.system.deployment import FAULTS_INSIDE, SCHEDULER, VENV, WATCHDOG, running_loop
+from tests.harness import privilege
+from tests.harness.deployment import FAULTS_INSIDE, SCHEDULER, VENV, WATCHDOG, running_loop
+from tests.harness.receiver import Receiver
 
 ALERT_CONFIG = "/etc/airflow-systemd/alert.conf"
 ALERT_STATE = "/var/lib/airflow-systemd-alert"

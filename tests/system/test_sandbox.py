@@ -138,7 +138,7 @@ def test_journal_has_service_stdout_with_unit_field(sandbox: Sandbox, units: Uni
 def test_private_network_keeps_ports_off_the_host_and_host_network_reaches_out() -> None:
     # What the package tier relies on: services bind their shipped ports on a loopback of the
     # container's own, while apt (exec with host_network=True) still reaches the mirror.
-    from tests.support.pgcluster import free_port
+    from tests.harness.pgcluster import free_port
 
     port = free_port()
     listen = f"import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(60)"

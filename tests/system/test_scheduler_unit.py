@@ -11,7 +11,7 @@ import os
 import re
 import time
 
-from tests.system.deployment import FAULTS_INSIDE, SCHEDULER, WATCHDOG, running_loop
+from tests.harness.deployment import FAULTS_INSIDE, SCHEDULER, WATCHDOG, running_loop
 
 OUTAGE = float(os.environ.get("AFSD_DB_OUTAGE_SECONDS", "180"))
 

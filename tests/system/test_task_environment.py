@@ -3,15 +3,15 @@
 Under the shipped, hardened units: the operators that need the virtualenv's `python` and
 `airflow` on PATH succeed, and everything else a task sees either matches a plain
 `airflow dags test` from an activated virtualenv or is a difference kept on purpose
-(tests/system/task_environment.py lists each with its reason).
+(tests/harness/task_environment.py lists each with its reason).
 """
 
 from __future__ import annotations
 
 import json
 
-from tests.system import task_environment
-from tests.system.deployment import VENV
+from tests.harness import task_environment
+from tests.harness.deployment import VENV
 
 TASKS = ("virtualenv", "external_python", "airflow_cli", "write_file", "read_file")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.system.deployment import SCHEDULER, WATCHDOG, running_loop
+from tests.harness.deployment import SCHEDULER, WATCHDOG, running_loop
 
 
 def test_tasks_run_under_the_hardened_unit_and_their_logs_are_readable(tasks):

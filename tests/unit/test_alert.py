@@ -1,4 +1,4 @@
-"""alert.py: configuration, the rate limit, what an alert says, and real delivery.
+"""The alert (airflow_systemd/alert/): configuration, the rate limit, what an alert says, and real delivery.
 
 systemd's answers (unit properties, journal entries) are substituted; channels are real: a
 local HTTP server, a command, a stand-in sendmail. Also the alert's part of install-units.
@@ -6,6 +6,7 @@ local HTTP server, a command, a stand-in sendmail. Also the alert's part of inst
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pwd
@@ -21,15 +22,32 @@ from pathlib import Path
 
 import pytest
 
-from airflow_systemd import alert, journal, units
-from tests.support.receiver import Receiver
+from airflow_systemd import journal
+from airflow_systemd.alert.channels import deliver
+from airflow_systemd.alert.command import alert, parse_instance, unit_name
+from airflow_systemd.alert.config import (
+    Command,
+    ConfigProblem,
+    Email,
+    Settings,
+    Webhook,
+    load_config,
+    parse_duration,
+)
+from airflow_systemd.alert.history import admit
+from airflow_systemd.alert.payload import build_payload
+from airflow_systemd.alert.systemd import Systemd, will_restart
+from airflow_systemd.install import access, command, files, render
+from airflow_systemd.install.sandbox import plan_sandbox
+from airflow_systemd.last_run import Stop, previous_stop
+from tests.harness.receiver import Receiver
 
 UNIT = "airflow-scheduler.service"
 SHIPPED = {"Restart": "on-failure", "RestartPreventExitStatus": "78", "RestartForceExitStatus": ""}
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="checks access as another user: needs root")
 
 
-class FakeSystemd(alert.Systemd):
+class FakeSystemd(Systemd):
     def __init__(self, props=None, entries=()):
         self.props = SHIPPED if props is None else props
         self.entries = list(entries)
@@ -63,19 +81,19 @@ def unit_failed(result="exit-code", code="exited", status="1", invocation="inv1"
 
 
 def test_shipped_template_sets_no_channel_and_works_uncommented(tmp_path):
-    text = units.template_text(units.ALERT_CONFIG_TEMPLATE)
+    text = render.template_text(command.ALERT_CONFIG_TEMPLATE)
     template = tmp_path / "alert.conf"
     template.write_text(text)
-    assert alert.load_config(str(template)) == alert.Settings()
+    assert load_config(str(template)) == Settings()
     # Its commented-out settings ("#key = value", "#[section]") are a working example.
     template.write_text(re.sub(r"^#(?=\w+ = |\[)", "", text, flags=re.MULTILINE))
-    settings = alert.load_config(str(template))
+    settings = load_config(str(template))
     assert settings.max_alerts == 3 and settings.window == 3600
-    assert [type(c) for c in settings.channels] == [alert.Webhook, alert.Email, alert.Command]
+    assert [type(c) for c in settings.channels] == [Webhook, Email, Command]
 
 
 def test_missing_config_means_no_channel(tmp_path):
-    assert alert.load_config(str(tmp_path / "missing.conf")).channels == ()
+    assert load_config(str(tmp_path / "missing.conf")).channels == ()
 
 
 def test_config_with_every_channel(tmp_path):
@@ -88,18 +106,18 @@ def test_config_with_every_channel(tmp_path):
         "[email]\nto = a@example.com, b@example.com\nfrom = airflow@example.com\n"
         "[command]\ncommand = /usr/local/bin/page --service 'air flow'\n"
     )
-    settings = alert.load_config(str(config))
+    settings = load_config(str(config))
     assert (settings.max_alerts, settings.window, settings.timeout, settings.error_lines) == (2, 1800, 5, 4)
     assert settings.channels == (
-        alert.Webhook(
+        Webhook(
             "webhook:ops",
             "https://example.com/hook?a=%20",
             False,
             (("Authorization", "Bearer x"), ("X-Team", "data")),
         ),
-        alert.Webhook("webhook:chat", "http://chat.local/hooks/1", True),
-        alert.Email("email:email", ("a@example.com", "b@example.com"), "airflow@example.com"),
-        alert.Command("command:command", ("/usr/local/bin/page", "--service", "air flow")),
+        Webhook("webhook:chat", "http://chat.local/hooks/1", True),
+        Email("email:email", ("a@example.com", "b@example.com"), "airflow@example.com"),
+        Command("command:command", ("/usr/local/bin/page", "--service", "air flow")),
     )
 
 
@@ -120,12 +138,12 @@ def test_config_with_every_channel(tmp_path):
 def test_config_problems_say_what_to_fix(tmp_path, text, problem):
     config = tmp_path / "alert.conf"
     config.write_text(text)
-    with pytest.raises(alert.ConfigProblem, match=re.escape(problem)):
-        alert.load_config(str(config))
+    with pytest.raises(ConfigProblem, match=re.escape(problem)):
+        load_config(str(config))
 
 
 def test_durations():
-    assert [alert.parse_duration(t, "k") for t in ("90", "90s", "5min", "1h", "2d", "250ms")] == [
+    assert [parse_duration(t, "k") for t in ("90", "90s", "5min", "1h", "2d", "250ms")] == [
         90,
         90,
         300,
@@ -155,52 +173,48 @@ def test_durations():
     ],
 )
 def test_will_restart_follows_systemd(result, code, status, props, restarts):
-    assert alert.will_restart(result, code, status, props) is restarts
+    assert will_restart(result, code, status, props) is restarts
 
 
-def test_describe_end():
-    assert alert.describe_end({"result": "exit-code", "exit_code": "exited", "exit_status": "1"}) == (
-        "result 'exit-code', exit status 1"
-    )
-    assert alert.describe_end({"result": "watchdog", "exit_code": "dumped", "exit_status": "ABRT"}) == (
-        "result 'watchdog', signal ABRT (core dumped)"
-    )
-    assert alert.describe_end({}) == "result 'unknown'"
+def test_a_stop_describes_how_the_run_ended():
+    assert Stop("exit-code", "exited", "1").describe() == ("result 'exit-code', exit status 1")
+    assert Stop("watchdog", "dumped", "ABRT").describe() == ("result 'watchdog', signal ABRT (core dumped)")
+    assert Stop("").describe() == "result 'unknown'"
 
 
 def test_unit_names():
-    assert alert.unit_name("airflow-scheduler") == UNIT
-    assert alert.unit_name(UNIT) == UNIT
-    assert alert.unit_name("airflow-db-clean.timer") == "airflow-db-clean.timer"
+    assert unit_name("airflow-scheduler") == UNIT
+    assert unit_name(UNIT) == UNIT
+    assert unit_name("airflow-db-clean.timer") == "airflow-db-clean.timer"
 
 
 # --- one alert per failure, rate-limited -----------------------------------------------------
 
 
 def test_rate_limit_lets_the_first_of_a_loop_through_and_counts_what_it_holds_back():
-    settings = alert.Settings(max_alerts=2, window=3600)
+    settings = Settings(max_alerts=2, window=3600)
     state: dict = {}
-    failed = {"result": "exit-code"}
-    outcomes = [alert.admit(state, None, 0, settings, final=False)]  # after a good run: first
-    outcomes += [alert.admit(state, failed, t, settings, final=False) for t in (10, 20, 30)]
-    outcomes.append(alert.admit(state, failed, 40, settings, final=True))  # the unit stays down
-    outcomes.append(alert.admit(state, {"result": "success"}, 50, settings, final=False))  # new loop
-    outcomes.append(alert.admit(state, failed, 3700, settings, final=False))  # window moved on
+    failed = Stop("exit-code")
+    outcomes = [admit(state, None, 0, settings, final=False)]  # after a good run: first
+    outcomes += [admit(state, failed, t, settings, final=False) for t in (10, 20, 30)]
+    outcomes.append(admit(state, failed, 40, settings, final=True))  # the unit stays down
+    outcomes.append(admit(state, Stop("success"), 50, settings, final=False))  # new loop
+    outcomes.append(admit(state, failed, 3700, settings, final=False))  # window moved on
     assert outcomes == [0, 0, None, None, 2, 0, 0]
 
 
 def test_a_clean_stop_is_recorded_and_not_alerted(tmp_path):
     env = after_run(result="success", code="exited", status="0")
-    assert alert.alert(UNIT, env, alert.Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path)) is None
-    stop = alert.previous_stop(UNIT, str(tmp_path))
-    assert (stop["result"], stop["invocation_id"], stop["restarts"]) == ("success", "inv1", False)
+    assert alert(UNIT, env, Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path)) is None
+    stop = previous_stop(UNIT, str(tmp_path))
+    assert (stop.result, stop.invocation_id, stop.restarts) == ("success", "inv1", False)
 
     def mode(path):
         return stat.S_IMODE(path.stat().st_mode)
 
     # The service reads its last run at start; the rate limit's state is the alert's alone.
     assert (mode(tmp_path / "runs"), mode(tmp_path / "runs" / f"{UNIT}.json")) == (0o755, 0o644)
-    assert json.loads((tmp_path / "runs" / f"{UNIT}.json").read_text()) == {"last_stop": stop}
+    assert json.loads((tmp_path / "runs" / f"{UNIT}.json").read_text()) == {"last_stop": stop.record()}
     assert (mode(tmp_path), mode(tmp_path / f"{UNIT}.json"), mode(tmp_path / f"{UNIT}.lock")) == (
         0o711,
         0o600,
@@ -209,16 +223,16 @@ def test_a_clean_stop_is_recorded_and_not_alerted(tmp_path):
 
 
 def test_the_instance_name_carries_how_the_run_ended():
-    assert alert.parse_instance("airflow-scheduler") == (UNIT, {})
-    assert alert.parse_instance("airflow-scheduler:watchdog:dumped:ABRT:inv7") == (
+    assert parse_instance("airflow-scheduler") == (UNIT, {})
+    assert parse_instance("airflow-scheduler:watchdog:dumped:ABRT:inv7") == (
         UNIT,
         {"SERVICE_RESULT": "watchdog", "EXIT_CODE": "dumped", "EXIT_STATUS": "ABRT", "INVOCATION_ID": "inv7"},
     )
     # a run whose main process never started: systemd fills in nothing for the exit
-    assert alert.parse_instance("airflow-scheduler:resources:::inv8")[1]["EXIT_CODE"] == ""
+    assert parse_instance("airflow-scheduler:resources:::inv8")[1]["EXIT_CODE"] == ""
     for bad in ("airflow-scheduler:exit-code", "airflow-scheduler::exited:1:inv1", "a:b:c:d:e:f"):
         with pytest.raises(ValueError, match="expected UNIT or UNIT:RESULT"):
-            alert.parse_instance(bad)
+            parse_instance(bad)
 
 
 def test_a_failure_names_the_unit_the_result_and_the_last_error_of_that_run(tmp_path):
@@ -233,10 +247,10 @@ def test_a_failure_names_the_unit_the_result_and_the_last_error_of_that_run(tmp_
             EXCEPTION_MESSAGE="injected",
         ),
     ]
-    payload = alert.alert(
+    payload = alert(
         UNIT,
         after_run(),
-        alert.Settings(),
+        Settings(),
         systemd=FakeSystemd(entries=entries),
         state_dir=str(tmp_path),
         now=0,
@@ -262,10 +276,10 @@ def test_a_failure_names_the_unit_the_result_and_the_last_error_of_that_run(tmp_
 
 
 def test_a_crash_loop_alerts_its_first_failure_then_no_more_than_the_limit(tmp_path):
-    settings = alert.Settings(max_alerts=2, window=3600)
+    settings = Settings(max_alerts=2, window=3600)
     sent, start = [], time.time()
     for i in range(6):
-        payload = alert.alert(
+        payload = alert(
             UNIT,
             after_run(invocation=f"inv{i}"),
             settings,
@@ -275,7 +289,7 @@ def test_a_crash_loop_alerts_its_first_failure_then_no_more_than_the_limit(tmp_p
         )
         sent.append(payload and payload["invocation_id"])
     assert sent == ["inv0", "inv1", None, None, None, None]
-    later = alert.alert(
+    later = alert(
         UNIT,
         after_run(invocation="inv6"),
         settings,
@@ -288,42 +302,40 @@ def test_a_crash_loop_alerts_its_first_failure_then_no_more_than_the_limit(tmp_p
 
 def test_a_failure_systemd_does_not_restart_is_one_alert(tmp_path):
     args = dict(systemd=FakeSystemd(), state_dir=str(tmp_path))
-    payload = alert.alert(UNIT, after_run(status="78"), alert.Settings(), **args)
+    payload = alert(UNIT, after_run(status="78"), Settings(), **args)
     assert (payload["kind"], payload["restarts"]) == ("down", False)
     assert "stays down" in payload["summary"]
-    assert alert.alert(UNIT, unit_failed(status="78"), alert.Settings(), **args) is None
+    assert alert(UNIT, unit_failed(status="78"), Settings(), **args) is None
 
 
 def test_a_failure_systemd_does_not_restart_is_one_alert_whichever_hook_comes_first(tmp_path):
     # systemd starts the after-run and the OnFailure= alert for it; both run on their own.
     args = dict(systemd=FakeSystemd(), state_dir=str(tmp_path))
-    assert alert.alert(UNIT, unit_failed(status="78"), alert.Settings(), **args)["kind"] == "down"
-    assert alert.alert(UNIT, after_run(status="78"), alert.Settings(), **args) is None
-    assert alert.previous_stop(UNIT, str(tmp_path))["exit_status"] == "78"  # still recorded
+    assert alert(UNIT, unit_failed(status="78"), Settings(), **args)["kind"] == "down"
+    assert alert(UNIT, after_run(status="78"), Settings(), **args) is None
+    assert previous_stop(UNIT, str(tmp_path)).exit_status == "78"  # still recorded
 
 
 def test_giving_up_after_restarts_is_alerted_once(tmp_path):
     entries = [entry("airflow-scheduler.service: Start request repeated too quickly.", priority=4)]
     args = dict(systemd=FakeSystemd(entries=entries), state_dir=str(tmp_path))
-    settings = alert.Settings(max_alerts=1)
-    assert alert.alert(UNIT, after_run(invocation="inv0"), settings, **args)["kind"] == "failed"
-    assert alert.alert(UNIT, after_run(), settings, **args) is None  # held back by the limit
-    payload = alert.alert(UNIT, unit_failed(), settings, **args)  # the limit does not apply
+    settings = Settings(max_alerts=1)
+    assert alert(UNIT, after_run(invocation="inv0"), settings, **args)["kind"] == "failed"
+    assert alert(UNIT, after_run(), settings, **args) is None  # held back by the limit
+    payload = alert(UNIT, unit_failed(), settings, **args)  # the limit does not apply
     assert (payload["kind"], payload["start_limit_hit"], payload["held_back"]) == ("down", True, 1)
     assert "gave up restarting it (start limit hit" in payload["summary"]
-    assert alert.alert(UNIT, unit_failed(), settings, **args) is None  # a second OnFailure run
+    assert alert(UNIT, unit_failed(), settings, **args) is None  # a second OnFailure run
 
 
 def test_a_unit_failed_with_no_run_recorded_is_alerted(tmp_path):
-    payload = alert.alert(
-        UNIT, unit_failed(), alert.Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path)
-    )
+    payload = alert(UNIT, unit_failed(), Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path))
     assert payload["kind"] == "down"
 
 
 def test_dry_run_records_nothing(tmp_path):
-    payload = alert.alert(
-        UNIT, after_run(), alert.Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path), dry_run=True
+    payload = alert(
+        UNIT, after_run(), Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path), dry_run=True
     )
     assert payload["kind"] == "failed"
     assert list(tmp_path.iterdir()) == []
@@ -338,7 +350,7 @@ def test_by_hand_it_reports_the_current_state():
         "ActiveState": "activating",
         "SubState": "auto-restart",
     }
-    payload = alert.alert(UNIT, {}, alert.Settings(), systemd=FakeSystemd(props=props))
+    payload = alert(UNIT, {}, Settings(), systemd=FakeSystemd(props=props))
     assert (payload["kind"], payload["exit_code"], payload["exit_status"]) == ("status", "dumped", "ABRT")
     assert "activating/auto-restart" in payload["summary"]
 
@@ -347,9 +359,9 @@ def test_by_hand_it_reports_the_current_state():
 
 
 def _payload():
-    return alert.build_payload(
+    return build_payload(
         UNIT,
-        {"result": "exit-code", "exit_code": "exited", "exit_status": "1", "invocation_id": "inv1"},
+        Stop("exit-code", "exited", "1", "inv1"),
         "failed",
         {"errors": ["boom"], "exception": None, "start_limit_hit": False},
         0,
@@ -360,13 +372,13 @@ def _payload():
 
 def test_webhooks_get_the_json_or_a_slack_message():
     with Receiver() as receiver:
-        settings = alert.Settings(
+        settings = Settings(
             channels=(
-                alert.Webhook("webhook:json", receiver.url, headers=(("Authorization", "Bearer t"),)),
-                alert.Webhook("webhook:slack", receiver.url, slack=True),
+                Webhook("webhook:json", receiver.url, headers=(("Authorization", "Bearer t"),)),
+                Webhook("webhook:slack", receiver.url, slack=True),
             )
         )
-        assert alert.deliver(settings, _payload()) == 2
+        assert deliver(settings, _payload()) == 2
         bodies = sorted(receiver.bodies, key=lambda b: "text" in b)
     assert bodies[0] == _payload()
     assert bodies[1] == {"text": _payload()["summary"] + "\n```\nboom\n```"}
@@ -380,16 +392,16 @@ def test_command_and_mail_channels(tmp_path):
     sendmail = tmp_path / "sendmail"
     sendmail.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\ncat > {tmp_path}/mail\n')
     sendmail.chmod(0o755)
-    settings = alert.Settings(
+    settings = Settings(
         channels=(
-            alert.Command(
+            Command(
                 "command:c",
                 (sys.executable, "-c", f"import sys; open({str(out)!r}, 'w').write(sys.stdin.read())"),
             ),
-            alert.Email("email:e", ("a@example.com", "b@example.com"), "airflow@example.com", str(sendmail)),
+            Email("email:e", ("a@example.com", "b@example.com"), "airflow@example.com", str(sendmail)),
         )
     )
-    assert alert.deliver(settings, _payload()) == 2
+    assert deliver(settings, _payload()) == 2
     assert json.loads(out.read_text()) == _payload()
     assert (tmp_path / "args").read_text().split() == ["-t", "-oi"]
     mail = (tmp_path / "mail").read_text()
@@ -405,16 +417,16 @@ def test_a_failing_channel_is_logged_and_the_others_still_get_it(caplog_airflow_
     port = closed.getsockname()[1]
     closed.close()
     with Receiver() as good, Receiver(status=500) as bad:
-        settings = alert.Settings(
+        settings = Settings(
             timeout=5,
             channels=(
-                alert.Webhook("webhook:good", good.url),
-                alert.Webhook("webhook:500", bad.url),
-                alert.Webhook("webhook:closed", f"http://127.0.0.1:{port}/hooks/secret"),
-                alert.Command("command:false", ("false",)),
+                Webhook("webhook:good", good.url),
+                Webhook("webhook:500", bad.url),
+                Webhook("webhook:closed", f"http://127.0.0.1:{port}/hooks/secret"),
+                Command("command:false", ("false",)),
             ),
         )
-        assert alert.deliver(settings, _payload()) == 1
+        assert deliver(settings, _payload()) == 1
         assert len(good.bodies) == 1
     text = caplog_airflow_systemd.getvalue()
     assert "webhook:500 failed: HTTP 500" in text
@@ -494,8 +506,8 @@ def test_alert_unit_runs_the_venvs_command_and_verifies(tmp_path):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python3").symlink_to("/bin/true")
-    text = units.render_alert_unit(str(venv))
-    assert text.splitlines()[0] == units.MARKER
+    text = render.render_alert_unit(str(venv))
+    assert files.stamped(render.ALERT_UNIT, text).splitlines()[0] == files.MARKER
     assert f"ExecStart={venv}/bin/python3 -I -m airflow_systemd alert %i" in text.splitlines()
     assert "User=airflow-alert" in text.splitlines()
     instance = tmp_path / "airflow-alert@airflow-scheduler.service"
@@ -507,16 +519,15 @@ def test_alert_unit_runs_the_venvs_command_and_verifies(tmp_path):
 
 
 def test_a_non_default_alert_config_is_passed_to_the_alert_command():
-    unit = units.with_alert_config(
-        "ExecStart=/v/bin/python3 -I -m airflow_systemd alert %i\nExecStartPre=/bin/true alert %i\n",
-        "/srv/alert.conf",
-    )
-    assert unit.splitlines() == [
-        "ExecStart=/v/bin/python3 -I -m airflow_systemd alert %i --config /srv/alert.conf",
-        "ExecStartPre=/bin/true alert %i",
+    default = render.render_alert_unit("/v").splitlines()
+    assert "ExecStart=/v/bin/python3 -I -m airflow_systemd alert %i" in default
+    assert render.render_alert_unit("/v", command.ALERT_CONFIG).splitlines() == default
+    unit = render.render_alert_unit("/v", "/srv/alert.conf").splitlines()
+    # the alert command's line, and no other
+    assert [line for line in unit if line not in default] == [
+        "ExecStart=/v/bin/python3 -I -m airflow_systemd alert %i --config /srv/alert.conf"
     ]
-    assert units.with_alert_config(unit, units.DEFAULT_ALERT_CONFIG) == unit
-    assert "alert %i --config /srv/alert.conf" in units.render_alert_unit("/v", "/srv/alert.conf")
+    assert len(unit) == len(default)
 
 
 @needs_root
@@ -530,44 +541,42 @@ def test_install_writes_the_alert_unit_the_catalog_and_the_channels_template(tmp
     ]
     args += ["--user", "nobody", "--airflow-home", "/var/lib/airflow-units-test", "--no-reload"]
     args += ["--secrets-file", str(tmp_path / "secrets.env"), "--alert-user", "daemon"]
-    parser = units.argparse.ArgumentParser()
-    units.register(parser.add_subparsers())
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
     parsed = parser.parse_args(args)
     assert parsed.func(parsed) == 0, capsys.readouterr().err
-    alert_unit = (tmp_path / units.ALERT_UNIT).read_text()
+    alert_unit = (tmp_path / render.ALERT_UNIT).read_text()
     config = f"--config {tmp_path}/etc/alert.conf"
     assert f"ExecStart={sys.prefix}/bin/python3 -I -m airflow_systemd alert %i {config}" in alert_unit
     assert tuple(line for line in alert_unit.splitlines() if line.startswith(("User=", "Group="))) == (
         "User=daemon",
         "Group=daemon",
     )
-    scheduler = (tmp_path / units.SCHEDULER_UNIT).read_text().splitlines()
+    scheduler = (tmp_path / render.SCHEDULER_UNIT).read_text().splitlines()
     # The unit only asks systemd to start the alert; how the run ended is the instance name.
     assert (
         "ExecStopPost=-+systemctl start "
         "airflow-alert@%N:${SERVICE_RESULT}:${EXIT_CODE}:${EXIT_STATUS}:${INVOCATION_ID}.service" in scheduler
     )
     assert "OnFailure=airflow-alert@%N.service" in scheduler
-    catalog = (tmp_path / "catalog" / units.CATALOG).read_text()
-    assert catalog.startswith(units.MARKER) and journal.CRASHED in catalog
+    catalog = (tmp_path / "catalog" / command.CATALOG).read_text()
+    assert catalog.startswith(files.MARKER) and journal.CRASHED in catalog
     config = tmp_path / "etc" / "alert.conf"
     # readable by root and the alert's account only
     assert (stat.S_IMODE(config.stat().st_mode), config.stat().st_uid) == (0o640, 0)
     assert config.stat().st_gid == pwd.getpwnam("daemon").pw_gid
-    assert config.read_text() == units.template_text(units.ALERT_CONFIG_TEMPLATE)
+    assert config.read_text() == render.template_text(command.ALERT_CONFIG_TEMPLATE)
     assert "skipped journalctl --update-catalog" in capsys.readouterr().err
 
 
 def test_alert_unit_mounts_code_under_tmp_back_into_its_private_tmp():
     # A checkout under /tmp, as CI's fresh clone: the alert unit's PrivateTmp=yes hid the venv
     # and the OnFailure= alert failed with status=203/EXEC: no "down" alert.
-    sandbox = units.plan_sandbox("/var/lib/airflow", ["/tmp/clone/.venvs/a", "/tmp/clone/src", "/usr"])
-    lines = units.render_alert_unit("/tmp/clone/.venvs/a", sandbox=sandbox).splitlines()
+    sandbox = plan_sandbox("/var/lib/airflow", ["/tmp/clone/.venvs/a", "/tmp/clone/src", "/usr"])
+    lines = render.render_alert_unit("/tmp/clone/.venvs/a", sandbox=sandbox).splitlines()
     bind = "BindReadOnlyPaths=/tmp/clone/.venvs/a /tmp/clone/src"
     assert lines.index(bind) > lines.index("PrivateTmp=yes")
-    elsewhere = units.render_alert_unit(
-        "/opt/venv", sandbox=units.plan_sandbox("/var/lib/airflow", ["/opt/venv"])
-    )
+    elsewhere = render.render_alert_unit("/opt/venv", sandbox=plan_sandbox("/var/lib/airflow", ["/opt/venv"]))
     assert not [line for line in elsewhere.splitlines() if line.startswith("BindReadOnlyPaths=")]
 
 
@@ -589,62 +598,62 @@ def test_install_from_a_venv_under_tmp_lets_the_alert_unit_see_it(tmp_path, caps
         args += ["--env-file", str(tmp_path / "env"), "--alert-config", str(tmp_path / "alert.conf")]
         args += ["--catalog-dir", str(tmp_path / "catalog"), "--user", "nobody", "--no-reload"]
         args += ["--secrets-file", str(tmp_path / "secrets.env"), "--alert-user", "daemon"]
-        parser = units.argparse.ArgumentParser()
-        units.register(parser.add_subparsers())
+        parser = argparse.ArgumentParser()
+        command.register(parser.add_subparsers())
         parsed = parser.parse_args(args)
         assert parsed.func(parsed) == 0, capsys.readouterr().err
-        alert_unit = (tmp_path / units.ALERT_UNIT).read_text().splitlines()
+        alert_unit = (tmp_path / render.ALERT_UNIT).read_text().splitlines()
         assert (
             f"ExecStart={venv}/bin/python3 -I -m airflow_systemd alert %i --config {tmp_path}/alert.conf"
             in alert_unit
         )
         assert str(venv) in _bound_read_only(alert_unit)
-        assert str(venv) in _bound_read_only((tmp_path / units.SCHEDULER_UNIT).read_text().splitlines())
+        assert str(venv) in _bound_read_only((tmp_path / render.SCHEDULER_UNIT).read_text().splitlines())
     finally:
         shutil.rmtree(parent)
 
 
 @needs_root
 def test_code_the_service_user_can_change_is_refused():
-    account = units.resolve_account("nobody", None)
+    account = access.resolve_account("nobody", None)
     parent = Path(tempfile.mkdtemp(prefix="airflow-systemd-alert-", dir="/var/cache"))
     try:
         parent.chmod(0o755)
         venv = parent / "venv"
         (venv / "lib").mkdir(parents=True)
         (venv / "lib" / "module.py").write_text("")
-        units.refuse_code_writable_by(account, [str(venv)])  # root's: fine
+        access.refuse_code_writable_by(account, [str(venv)])  # root's: fine
         os.chown(venv / "lib" / "module.py", account.uid, account.gid)
         with pytest.raises(
-            units.Refusal, match=r"nobody can write to .*/venv/lib/module\.py.* airflow-alert"
+            access.Refusal, match=r"nobody can write to .*/venv/lib/module\.py.* airflow-alert"
         ):
-            units.refuse_code_writable_by(account, [str(venv)])
+            access.refuse_code_writable_by(account, [str(venv)])
         os.chown(venv / "lib" / "module.py", 0, 0)
         os.chown(parent, account.uid, account.gid)  # could swap the whole venv
-        with pytest.raises(units.Refusal, match=f"nobody can write to {parent}:"):
-            units.refuse_code_writable_by(account, [str(venv)])
+        with pytest.raises(access.Refusal, match=f"nobody can write to {parent}:"):
+            access.refuse_code_writable_by(account, [str(venv)])
     finally:
         shutil.rmtree(parent)
 
 
 def test_uninstall_does_not_stop_templates(tmp_path, monkeypatch):
-    (tmp_path / units.SCHEDULER_UNIT).write_text(units.MARKER + "\n")
-    (tmp_path / units.ALERT_UNIT).write_text(units.MARKER + "\n")
+    (tmp_path / render.SCHEDULER_UNIT).write_text(files.MARKER + "\n")
+    (tmp_path / render.ALERT_UNIT).write_text(files.MARKER + "\n")
     catalog_dir = tmp_path / "catalog"
     catalog_dir.mkdir()
-    (catalog_dir / units.CATALOG).write_text(units.MARKER + "\n")
+    (catalog_dir / command.CATALOG).write_text(files.MARKER + "\n")
     calls = []
-    monkeypatch.setattr(units, "_systemd_booted", lambda: True)
-    monkeypatch.setattr(units, "_systemctl", lambda *args: calls.append(args))
-    monkeypatch.setattr(units, "_update_catalog", lambda d: calls.append(("update-catalog", d)))
-    parser = units.argparse.ArgumentParser()
-    units.register(parser.add_subparsers())
+    monkeypatch.setattr(files, "systemd_booted", lambda: True)
+    monkeypatch.setattr(files, "systemctl", lambda *args: calls.append(args))
+    monkeypatch.setattr(files, "update_catalog", lambda d: calls.append(("update-catalog", d)))
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
     parsed = parser.parse_args(
         ["uninstall-units", "--unit-dir", str(tmp_path), "--catalog-dir", str(catalog_dir)]
     )
     assert parsed.func(parsed) == 0
     assert calls == [
-        ("disable", "--now", units.SCHEDULER_UNIT),
+        ("disable", "--now", render.SCHEDULER_UNIT),
         ("update-catalog", str(catalog_dir)),
         ("daemon-reload",),
     ]

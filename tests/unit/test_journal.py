@@ -1,4 +1,5 @@
-"""journal.py: what reaches the journal, with which fields, and what stays as it was.
+"""journal.py, airflow/logging.py and last_run.py: what reaches the journal, with which fields,
+and what stays as it was.
 
 The native path is checked through systemd-python's JournalHandler with a recording
 ``sender_function``; the real journald is the system tests' business.
@@ -6,6 +7,7 @@ The native path is checked through systemd-python's JournalHandler with a record
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import io
 import json
@@ -16,10 +18,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
-from airflow_systemd import alert, journal
+from airflow_systemd import journal, last_run
+from airflow_systemd.airflow import logging as airflow_logging
 from airflow_systemd.lifecycle import Lifecycle
 from airflow_systemd.services.job import JobLoop
 from airflow_systemd.services.probe import Probe
@@ -41,7 +45,7 @@ def sent(monkeypatch):
     monkeypatch.setattr(journal, "is_journal_stream", lambda fd, environ=None: True)
     monkeypatch.setattr(
         journal,
-        "_native_handler",
+        "native_handler",
         lambda: journal._NativeHandler(sender_function=entries, **journal._identity),
     )
     journal.setup("scheduler")
@@ -75,9 +79,9 @@ def test_message_ids_are_distinct_128_bit_ids():
 
 
 def test_catalog_explains_every_event():
-    from airflow_systemd import units
+    from airflow_systemd.install import render
 
-    text = units.template_text(journal.CATALOG)
+    text = render.template_text(journal.CATALOG)
     entries = {line[3:].strip() for line in text.splitlines() if line.startswith("-- ")}
     assert entries == set(journal.EVENTS)
 
@@ -143,21 +147,21 @@ def test_without_systemd_python_lines_get_priority_prefixes(tmp_path):
 
 
 def test_airflow_fields_from_keys_and_from_a_task_instance():
-    assert journal.airflow_fields(
+    assert airflow_logging.airflow_fields(
         {"dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 2, "map_index": -1, "other": 1}
     ) == {"DAG_ID": "d", "RUN_ID": "r", "TASK_ID": "t", "TRY_NUMBER": "2"}
 
     class TI:
         dag_id, run_id, task_id, try_number, map_index = "d2", "r2", "t2", 1, 3
 
-    assert journal.airflow_fields({"task_instance": TI()}) == {
+    assert airflow_logging.airflow_fields({"task_instance": TI()}) == {
         "DAG_ID": "d2",
         "RUN_ID": "r2",
         "TASK_ID": "t2",
         "TRY_NUMBER": "1",
         "MAP_INDEX": "3",
     }
-    assert journal.airflow_fields({"msg": "x"}) == {}
+    assert airflow_logging.airflow_fields({"msg": "x"}) == {}
 
 
 @pytest.fixture
@@ -170,14 +174,14 @@ def console(monkeypatch):
     handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
     handler.addFilter(lambda record: setattr(record, "msg", str(record.msg).replace("s3cret", "***")) or True)
     logger.handlers = [handler]
-    monkeypatch.setattr(journal, "_journal_streams", lambda: (stream,))
+    monkeypatch.setattr(airflow_logging, "_journal_streams", lambda: (stream,))
     yield logger, handler, stream
     logger.handlers = []
 
 
 def test_airflow_console_records_become_entries_with_their_text_and_fields(sent, console):
     logger, _, stream = console
-    journal.adopt_airflow_logging()
+    airflow_logging.adopt_airflow_logging()
     logger.warning("password s3cret for %s", "x", extra={"dag_id": "etl", "task_id": "load"})
     logger.debug("below the level")
     entry = sent[-1]
@@ -191,7 +195,7 @@ def test_airflow_console_records_become_entries_with_their_text_and_fields(sent,
 
 def test_a_redirected_console_writes_where_it_points(sent, console):
     logger, original, _ = console
-    journal.adopt_airflow_logging()
+    airflow_logging.adopt_airflow_logging()
     elsewhere = io.StringIO()
     original.stream = elsewhere  # as Airflow 2.10 does with sys.stdout in task processes
     logger.error("to the task log")
@@ -204,8 +208,8 @@ def test_file_handlers_are_left_alone(sent, tmp_path, monkeypatch):
     logger.propagate = False
     handler = logging.FileHandler(tmp_path / "task.log")
     logger.handlers = [handler]
-    monkeypatch.setattr(journal, "_journal_streams", lambda: (sys.__stdout__,))
-    journal.adopt_airflow_logging()
+    monkeypatch.setattr(airflow_logging, "_journal_streams", lambda: (sys.__stdout__,))
+    airflow_logging.adopt_airflow_logging()
     assert logger.handlers == [handler]
     logger.warning("task line")
     handler.close()
@@ -222,10 +226,10 @@ def test_structlog_events_become_entries_with_their_fields(sent, monkeypatch):
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    monkeypatch.setattr(journal, "_journal_streams", lambda: (stream,))
+    monkeypatch.setattr(airflow_logging, "_journal_streams", lambda: (stream,))
     try:
         structlog.get_logger("airflow.task").info("hello")  # used before: holds the same list
-        journal.adopt_airflow_logging()
+        airflow_logging.adopt_airflow_logging()
         structlog.get_logger("airflow.task").error("Task failed", dag_id="etl", run_id="r1", try_number=2)
     finally:
         structlog.reset_defaults()
@@ -249,22 +253,22 @@ if importlib.util.find_spec("structlog") is None:
 def test_own_unit_reads_the_cgroup(tmp_path):
     cgroup = tmp_path / "cgroup"
     cgroup.write_text("0::/system.slice/airflow-scheduler.service\n")
-    assert journal.own_unit(str(cgroup)) == "airflow-scheduler.service"
+    assert last_run.own_unit(str(cgroup)) == "airflow-scheduler.service"
     cgroup.write_text("0::/user.slice/user-0.slice/session-1.scope\n")
-    assert journal.own_unit(str(cgroup)) is None
-    assert journal.own_unit(str(tmp_path / "missing")) is None
+    assert last_run.own_unit(str(cgroup)) is None
+    assert last_run.own_unit(str(tmp_path / "missing")) is None
 
 
 def test_restart_after_failure_is_reported_from_the_alert_state(sent, tmp_path, monkeypatch):
-    monkeypatch.setattr(alert, "STATE_DIR", str(tmp_path))
-    monkeypatch.setattr(journal, "own_unit", lambda: "airflow-scheduler.service")
-    journal.report_restart_after_failure()  # no record: a first start
+    monkeypatch.setattr(last_run, "STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(last_run, "own_unit", lambda: "airflow-scheduler.service")
+    last_run.report_restart_after_failure()  # no record: a first start
     stop = {"result": "watchdog", "exit_code": "dumped", "exit_status": "ABRT", "invocation_id": "abc"}
     (tmp_path / "runs").mkdir()  # the one part of the alert's state the service may read
     (tmp_path / "runs" / "airflow-scheduler.service.json").write_text(
         json.dumps({"last_stop": {**stop, "time": time.time()}})
     )
-    journal.report_restart_after_failure()
+    last_run.report_restart_after_failure()
     (entry,) = sent
     assert entry["MESSAGE_ID"] == journal.RESTARTED_AFTER_FAILURE
     assert entry["PRIORITY"] == "4"
@@ -273,10 +277,10 @@ def test_restart_after_failure_is_reported_from_the_alert_state(sent, tmp_path, 
     # A clean stop, or a record from another boot, is no failure to report.
     for record in (
         {**stop, "result": "success", "time": time.time()},
-        {**stop, "time": alert.booted_at() - 60},
+        {**stop, "time": last_run.booted_at() - 60},
     ):
         (tmp_path / "runs" / "airflow-scheduler.service.json").write_text(json.dumps({"last_stop": record}))
-        journal.report_restart_after_failure()
+        last_run.report_restart_after_failure()
     assert len(sent) == 1
 
 
@@ -301,3 +305,13 @@ def test_loop_iteration_longer_than_half_the_watchdog_is_a_near_miss(sent):
         "4",
         "4",
     )
+
+
+def test_the_journal_imports_no_alert_code():
+    """The alert logs through the journal; the journal reads nothing of the alert's (the
+    service's restart report goes through last_run.py), so the two cannot import each other.
+    Imports inside functions count: the cycle this replaces was one."""
+    tree = ast.parse(Path(journal.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert {m for m in imported if m.startswith("airflow_systemd")} == {"airflow_systemd.contract"}

@@ -8,11 +8,11 @@ import sys
 import textwrap
 import time
 
-import psutil
 import pytest
 
 from airflow_systemd.lifecycle import ConfigError, is_config_error
-from tests.support.notify_peer import NotifyPeer
+from tests.harness.notify_peer import NotifyPeer
+from tests.harness.processes import alive
 
 # A component that starts a SIGTERM-ignoring child and a setsid'd, double-forked grandchild,
 # reports their PIDs, then does what MODE says.
@@ -81,17 +81,6 @@ def component(tmp_path):
     peer.close()
 
 
-def running(pids):
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def wait_file(path, timeout=20):
     deadline = time.monotonic() + timeout
     while not (path.exists() and path.read_text()):
@@ -105,7 +94,7 @@ def test_crash_exits_1_promptly_and_leaves_no_descendant(component):
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1
     assert "RuntimeError: boom" in err and "Traceback" in err
-    assert not running(wait_file(pids))
+    assert not alive(wait_file(pids))
     assert peer.with_field("STATUS")[-1].fields["STATUS"] == "failed: RuntimeError: boom"
 
 
@@ -116,7 +105,7 @@ def test_config_error_exits_78_with_one_line_and_no_traceback(component):
     errors = [line for line in err.splitlines() if "error" in line.lower()]
     assert errors == ["airflow-systemd test-component: configuration error: bad option: fix it"]
     assert "Traceback" not in err
-    assert not running(wait_file(pids))
+    assert not alive(wait_file(pids))
 
 
 def test_sigterm_stops_with_stopping_and_exit_0(component):
@@ -126,7 +115,7 @@ def test_sigterm_stops_with_stopping_and_exit_0(component):
     proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert peer.with_field("STOPPING", "1")
-    assert not running(wait_file(pids))
+    assert not alive(wait_file(pids))
 
 
 def test_graceful_stop_is_bounded_by_the_stop_timeout(tmp_path, component):
@@ -140,7 +129,7 @@ def test_graceful_stop_is_bounded_by_the_stop_timeout(tmp_path, component):
     assert 1.0 <= time.monotonic() - t0 < 10
     assert "graceful stop took longer than 1s" in err
     assert peer.with_field("STOPPING", "1")
-    assert not running(wait_file(pids))
+    assert not alive(wait_file(pids))
 
 
 def test_is_config_error_follows_the_cause_chain():

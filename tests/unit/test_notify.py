@@ -5,7 +5,7 @@ import os
 import pytest
 
 from airflow_systemd.notify import Notifier, watchdog_interval
-from tests.support.notify_peer import NotifyPeer
+from tests.harness.notify_peer import NotifyPeer
 
 
 @pytest.fixture

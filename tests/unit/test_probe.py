@@ -11,7 +11,7 @@ from airflow_systemd.notify import Notifier
 from airflow_systemd.services.http import HealthCheck
 from airflow_systemd.services.job import JobLoop
 from airflow_systemd.services.probe import Probe, require_watchdog_margin
-from tests.support.notify_peer import NotifyPeer
+from tests.harness.notify_peer import NotifyPeer
 
 
 class Clock:

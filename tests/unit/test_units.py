@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from airflow_systemd import units
+from airflow_systemd.contract import PACKAGE_VENV
+from airflow_systemd.install import command, files, render
+from airflow_systemd.install.sandbox import Sandbox, plan_sandbox
 
-UNIT_FILES = Path(units.__file__).parent / "unit_files"
-SHIPPED_UNIT = UNIT_FILES / units.SCHEDULER_UNIT
+UNIT_FILES = Path(render.template_path(render.TARGET_UNIT)).parent
+SHIPPED_UNIT = UNIT_FILES / render.SCHEDULER_UNIT
 REPO_UNITS = Path(__file__).resolve().parents[2] / "units"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="checks access as another user: needs root")
@@ -48,7 +50,7 @@ def _keys(text: str) -> list[str]:
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="airflow-systemd")
-    units.register(parser.add_subparsers(dest="command"))
+    command.register(parser.add_subparsers(dest="command"))
     return parser.parse_args(argv)
 
 
@@ -94,7 +96,7 @@ def test_shipped_unit_has_the_lifecycle_settings():
         "RestartPreventExitStatus=78",
         "TimeoutStopSec=30s",
         "LimitCORE=0",
-        "ExecStart=/usr/bin/airflow-systemd scheduler",
+        f"ExecStart={PACKAGE_VENV}/bin/airflow-systemd scheduler",
         "User=airflow",
         "Environment=AIRFLOW_HOME=/var/lib/airflow",
         "EnvironmentFile=-/etc/default/airflow",
@@ -111,13 +113,13 @@ def test_shipped_unit_verifies_but_for_the_missing_binary():
     problems = [
         line
         for line in result.stderr.splitlines()
-        if line.strip() and "/usr/bin/airflow-systemd is not executable" not in line
+        if line.strip() and f"{PACKAGE_VENV}/bin/airflow-systemd is not executable" not in line
     ]
     assert problems == []
 
 
 def test_every_shipped_service_verifies_and_exposure_is_at_most_1_5(tmp_path):
-    names = units.shipped_units()
+    names = render.shipped_units()
     assert {
         "airflow-api-server.service",
         "airflow-dag-processor.service",
@@ -128,7 +130,7 @@ def test_every_shipped_service_verifies_and_exposure_is_at_most_1_5(tmp_path):
     } <= set(names)
     for name in names:
         (tmp_path / name).write_text(_runnable_here((UNIT_FILES / name).read_text()))
-    (tmp_path / units.TARGET_UNIT).write_text((UNIT_FILES / units.TARGET_UNIT).read_text())
+    (tmp_path / render.TARGET_UNIT).write_text((UNIT_FILES / render.TARGET_UNIT).read_text())
     result = _analyze("verify", *(str(tmp_path / n) for n in names))
     assert (result.returncode, result.stderr.strip()) == (0, "")
     for name in names:
@@ -143,20 +145,20 @@ def test_shipped_unit_exposure_is_at_most_1_5():
 def _runnable_here(text: str) -> str:
     """A shipped unit that `verify` can check on this host: no airflow user, no binary."""
     return (
-        text.replace("/usr/bin/airflow-systemd", "/bin/true")
+        text.replace(f"{PACKAGE_VENV}/bin/airflow-systemd", "/bin/true")
         .replace("User=airflow", "User=root")
         .replace("Group=airflow", "Group=root")
     )
 
 
 def test_relaxed_drop_in_verifies(tmp_path):
-    for name in units.shipped_units():  # the scheduler Requires= the db-migrate unit
+    for name in render.shipped_units():  # the scheduler Requires= the db-migrate unit
         (tmp_path / name).write_text(_runnable_here((UNIT_FILES / name).read_text()))
-    unit = tmp_path / units.SCHEDULER_UNIT
-    (tmp_path / units.TARGET_UNIT).write_text((UNIT_FILES / units.TARGET_UNIT).read_text())
-    dropins = tmp_path / f"{units.SCHEDULER_UNIT}.d"
+    unit = tmp_path / render.SCHEDULER_UNIT
+    (tmp_path / render.TARGET_UNIT).write_text((UNIT_FILES / render.TARGET_UNIT).read_text())
+    dropins = tmp_path / f"{render.SCHEDULER_UNIT}.d"
     dropins.mkdir()
-    shutil.copy(UNIT_FILES / units.RELAXED_DROP_IN, dropins)
+    shutil.copy(UNIT_FILES / command.RELAXED_DROP_IN, dropins)
     result = _analyze("verify", str(unit))
     assert (result.returncode, result.stderr.strip()) == (0, "")
     # The drop-in really was read: sudo's block undoes most of the sandbox.
@@ -164,7 +166,7 @@ def test_relaxed_drop_in_verifies(tmp_path):
 
 
 def test_env_file_template_sets_nothing():
-    keys = _keys((UNIT_FILES / units.ENV_FILE_TEMPLATE).read_text())
+    keys = _keys((UNIT_FILES / command.ENV_FILE_TEMPLATE).read_text())
     assert keys == []
 
 
@@ -172,15 +174,15 @@ def test_env_file_template_sets_nothing():
 
 
 def _render(home="/var/lib/airflow", venv="/opt/venvs/airflow", code=None, **kw) -> str:
-    sandbox = units.plan_sandbox(home, code if code is not None else [venv])
+    sandbox = plan_sandbox(home, code if code is not None else [venv])
     options = {"user": "etl", "group": "etl", "env_file": "/etc/airflow/env"} | kw
-    return units.render_scheduler(airflow_home=home, venv=venv, sandbox=sandbox, **options)
+    return render.render_scheduler(airflow_home=home, venv=venv, sandbox=sandbox, **options)
 
 
 def test_render_custom_user_home_and_venv():
     text = _render(home="/srv/airflow", venv="/opt/venvs/af")
     keys = _keys(text)
-    assert text.splitlines()[0] == units.MARKER
+    assert files.stamped(render.SCHEDULER_UNIT, text).splitlines()[0] == files.MARKER
     assert "ExecStart=/opt/venvs/af/bin/airflow-systemd scheduler" in keys
     assert "User=etl" in keys and "Group=etl" in keys
     assert "Environment=AIRFLOW_HOME=/srv/airflow" in keys
@@ -198,7 +200,7 @@ def test_render_custom_user_home_and_venv():
     # Everything else is the shipped unit's.
     shipped = set(_keys(SHIPPED_UNIT.read_text()))
     assert shipped - set(keys) == {
-        "ExecStart=/usr/bin/airflow-systemd scheduler",
+        f"ExecStart={PACKAGE_VENV}/bin/airflow-systemd scheduler",
         "User=airflow",
         "Group=airflow",
         "Environment=AIRFLOW_HOME=/var/lib/airflow",
@@ -240,8 +242,8 @@ def test_render_home_under_home_is_mounted_read_write():
 
 
 def test_render_code_under_tmp_is_mounted_back_into_the_private_tmp():
-    sandbox = units.plan_sandbox("/var/lib/airflow", ["/tmp/clone/.venvs/a", "/tmp/clone/src", "/usr"])
-    text = units.render_scheduler(
+    sandbox = plan_sandbox("/var/lib/airflow", ["/tmp/clone/.venvs/a", "/tmp/clone/src", "/usr"])
+    text = render.render_scheduler(
         user="airflow",
         group="airflow",
         airflow_home="/var/lib/airflow",
@@ -261,20 +263,20 @@ def test_render_escapes_specifiers():
 def test_rendered_units_verify(tmp_path):
     venv = _fake_venv(tmp_path / "venv")
     for home, sandbox in [
-        ("/var/lib/airflow", units.plan_sandbox("/var/lib/airflow", [str(venv)])),
-        ("/srv/airflow", units.plan_sandbox("/srv/airflow", [str(venv)])),
+        ("/var/lib/airflow", plan_sandbox("/var/lib/airflow", [str(venv)])),
+        ("/srv/airflow", plan_sandbox("/srv/airflow", [str(venv)])),
         # What a venv under /root renders to, with directories that exist here.
-        ("/var/lib/airflow", units.Sandbox("airflow", (), "tmpfs", ("/usr/lib",), ("/var/tmp",))),
+        ("/var/lib/airflow", Sandbox("airflow", (), "tmpfs", ("/usr/lib",), ("/var/tmp",))),
     ]:
-        (tmp_path / units.TARGET_UNIT).write_text(units.render_target())
+        (tmp_path / render.TARGET_UNIT).write_text(render.render_target())
         # verify needs a user that exists and warns about nobody ("not safe"); security
         # marks root and nobody down but does not look the user up.
         for user, group in [("root", "root"), ("airflow", "airflow")]:
             rendered = []
-            for name in units.shipped_units():
+            for name in render.shipped_units():
                 rendered.append(tmp_path / name)
                 rendered[-1].write_text(
-                    units.render_service(
+                    render.render_service(
                         name,
                         user=user,
                         group=group,
@@ -285,7 +287,7 @@ def test_rendered_units_verify(tmp_path):
                     )
                 )
             if user == "root":
-                result = _analyze("verify", *map(str, rendered), str(tmp_path / units.TARGET_UNIT))
+                result = _analyze("verify", *map(str, rendered), str(tmp_path / render.TARGET_UNIT))
                 assert (result.returncode, result.stderr.strip()) == (0, ""), result.stderr
             else:
                 for unit in rendered:
@@ -293,18 +295,14 @@ def test_rendered_units_verify(tmp_path):
                         assert _exposure(unit) <= 1.5, unit.read_text()
 
 
-def test_render_fails_loudly_on_a_template_without_an_expected_line():
-    template = SHIPPED_UNIT.read_text().replace("User=airflow\n", "")
-    with pytest.raises(RuntimeError, match="User="):
-        units.render_scheduler(
-            user="etl",
-            group="etl",
-            airflow_home="/var/lib/airflow",
-            venv="/opt/v",
-            env_file="/etc/default/airflow",
-            sandbox=units.plan_sandbox("/var/lib/airflow", ["/opt/v"]),
-            template=template,
-        )
+def test_render_fails_loudly_on_a_source_without_a_value_or_an_include():
+    with pytest.raises(RuntimeError, match="@USER@"):
+        render.substitute("User=@USER@\n", {"GROUP": "etl"}, "x.in")
+    with pytest.raises(RuntimeError, match=r"no no-such\.in"):
+        render.inline("no-such.in", ("airflow-scheduler.service.in",))
+    # Every placeholder of every source has a value: nothing like @NAME@ is left.
+    for name, text in render.package_units().items():
+        assert not re.search(r"@[A-Z_]+@", text), name
 
 
 # --- install-units -------------------------------------------------------------------------
@@ -334,18 +332,18 @@ def _install_argv(unit_dir: Path, *extra: str) -> list[str]:
 def test_install_writes_units_for_this_venv(tmp_path, capsys):
     rc = _run(_install_argv(tmp_path, "--user", "nobody", "--airflow-home", "/var/lib/airflow-units-test"))
     assert rc == 0, capsys.readouterr().err
-    text = (tmp_path / units.SCHEDULER_UNIT).read_text()
+    text = (tmp_path / render.SCHEDULER_UNIT).read_text()
     keys = _keys(text)
-    assert text.splitlines()[0] == units.MARKER
+    assert text.splitlines()[0] == files.MARKER
     assert f"ExecStart={sys.prefix}/bin/airflow-systemd scheduler" in keys
     assert "User=nobody" in keys
     assert f"Group={grp.getgrgid(pwd.getpwnam('nobody').pw_gid).gr_name}" in keys
     assert "StateDirectory=airflow-units-test" in keys
     assert f"EnvironmentFile=-{tmp_path}/airflow.env" in keys
-    assert units.MARKER in (tmp_path / units.TARGET_UNIT).read_text()
+    assert files.MARKER in (tmp_path / render.TARGET_UNIT).read_text()
     env = tmp_path / "airflow.env"
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    assert env.read_text() == (UNIT_FILES / units.ENV_FILE_TEMPLATE).read_text()
+    assert env.read_text() == (UNIT_FILES / command.ENV_FILE_TEMPLATE).read_text()
 
 
 def test_install_dry_run_prints_and_writes_nothing(tmp_path, capsys):
@@ -353,7 +351,7 @@ def test_install_dry_run_prints_and_writes_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert f"ExecStart={sys.prefix}/bin/airflow-systemd scheduler" in out
-    assert units.MARKER in out
+    assert files.MARKER in out
     assert list(tmp_path.iterdir()) == []
 
 
@@ -421,13 +419,13 @@ def test_install_refuses_a_venv_without_the_entrypoint(open_dir, tmp_path, capsy
 
 @needs_root
 def test_install_keeps_foreign_units_unless_forced(tmp_path, capsys):
-    foreign = tmp_path / units.SCHEDULER_UNIT
+    foreign = tmp_path / render.SCHEDULER_UNIT
     foreign.write_text("[Service]\nExecStart=/bin/true\n")
     assert _run(_install_argv(tmp_path, "--user", "nobody")) == 78
     assert "--force" in capsys.readouterr().err
     assert foreign.read_text() == "[Service]\nExecStart=/bin/true\n"
     assert _run(_install_argv(tmp_path, "--user", "nobody", "--force")) == 0
-    assert units.MARKER in foreign.read_text()
+    assert files.MARKER in foreign.read_text()
 
 
 def test_install_refuses_a_venv_without_airflow_systemd(open_dir, tmp_path, capsys):
@@ -443,17 +441,17 @@ def test_install_refuses_a_venv_without_airflow_systemd(open_dir, tmp_path, caps
 
 
 def test_uninstall_removes_only_marked_files(tmp_path, capsys):
-    ours = tmp_path / units.SCHEDULER_UNIT
-    ours.write_text(units.MARKER + "\n[Service]\n")
-    target = tmp_path / units.TARGET_UNIT
-    target.write_text(units.MARKER + "\n[Unit]\n")
+    ours = tmp_path / render.SCHEDULER_UNIT
+    ours.write_text(files.MARKER + "\n[Service]\n")
+    target = tmp_path / render.TARGET_UNIT
+    target.write_text(files.MARKER + "\n[Unit]\n")
     hand_written = tmp_path / "airflow-webserver.service"
     hand_written.write_text("# Installed by hand\n[Service]\n")
     mentions = tmp_path / "airflow-triggerer.service"
-    mentions.write_text(f"# not {units.MARKER}\n")
+    mentions.write_text(f"# not {files.MARKER}\n")
     other = tmp_path / "postgresql.service"
-    other.write_text(units.MARKER + "\n")
-    dropins = tmp_path / f"{units.SCHEDULER_UNIT}.d"
+    other.write_text(files.MARKER + "\n")
+    dropins = tmp_path / f"{render.SCHEDULER_UNIT}.d"
     dropins.mkdir()
 
     assert (
@@ -471,8 +469,8 @@ def test_uninstall_removes_only_marked_files(tmp_path, capsys):
 
 
 def test_uninstall_dry_run_lists_and_keeps(tmp_path, capsys):
-    ours = tmp_path / units.SCHEDULER_UNIT
-    ours.write_text(units.MARKER + "\n")
+    ours = tmp_path / render.SCHEDULER_UNIT
+    ours.write_text(files.MARKER + "\n")
     assert (
         _run(["uninstall-units", "--unit-dir", str(tmp_path), "--catalog-dir", str(tmp_path), "--dry-run"])
         == 0
@@ -491,12 +489,12 @@ def test_register_defaults():
         "/etc/systemd/system",
         "/etc/default/airflow",
     )
-    assert args.func is units.install_units
-    assert _parse(["uninstall-units"]).func is units.uninstall_units
+    assert args.func is command.install_units
+    assert _parse(["uninstall-units"]).func is command.uninstall_units
 
 
 def test_the_alert_unit_runs_as_its_own_account_isolated_and_exposure_is_at_most_1_5(tmp_path):
-    text = (UNIT_FILES / units.ALERT_UNIT).read_text()
+    text = (UNIT_FILES / render.ALERT_UNIT).read_text()
     keys = _keys(text)
     assert tuple(k for k in keys if k.startswith(("User=", "Group=", "SupplementaryGroups="))) == (
         "User=airflow-alert",
@@ -506,7 +504,7 @@ def test_the_alert_unit_runs_as_its_own_account_isolated_and_exposure_is_at_most
     # No environment from a file, and Python that no PYTHON* variable or directory steers.
     assert not [k for k in keys if k.startswith(("EnvironmentFile=", "Environment=", "WorkingDirectory="))]
     assert "ExecStart=/opt/venvs/airflow-systemd/bin/python3 -I -m airflow_systemd alert %i" in keys
-    assert _exposure(UNIT_FILES / units.ALERT_UNIT) <= 1.5
+    assert _exposure(UNIT_FILES / render.ALERT_UNIT) <= 1.5
     instance = tmp_path / "airflow-alert@airflow-scheduler.service"
     instance.write_text(
         text.replace("/opt/venvs/airflow-systemd/bin/python3", "/bin/true")
@@ -521,7 +519,7 @@ def test_every_privileged_line_of_a_shipped_unit_only_asks_systemd_to_start_the_
     # "+" and "!" run a command as root; the airflow user (DAG code) writes neither the
     # command nor, with the files below out of its reach, its environment (tests/system
     # checks those files' owners on an installed system).
-    for name in units.shipped_units():
+    for name in render.shipped_units():
         for line in _keys((UNIT_FILES / name).read_text()):
             key, _, value = line.partition("=")
             prefix = re.match(r"[-@:+!|]*", value).group()
@@ -551,7 +549,7 @@ def test_install_refuses_a_file_the_root_line_reads_that_the_service_user_can_ch
     assert _run(argv) == 78
     err = capsys.readouterr().err
     assert f"{option} {theirs}/file: user nobody can write to {theirs}" in err
-    assert not (tmp_path / units.SCHEDULER_UNIT).exists()  # nothing written
+    assert not (tmp_path / render.SCHEDULER_UNIT).exists()  # nothing written
     # a file of root's in a directory of root's, but writable by the user itself
     (theirs / "file").touch()
     os.chown(theirs, 0, 0)

@@ -1,4 +1,4 @@
-"""Writes down what its task sees (tests/system/task_environment.py compares it with a plain
+"""Writes down what its task sees (tests/harness/task_environment.py compares it with a plain
 `airflow dags test` from an activated virtualenv)."""
 
 import pendulum

@@ -2,17 +2,18 @@
 
 Airflow imports ``airflow_local_settings`` while it initialises, in every process. The
 scheduler module cannot be imported that early (a circular import on Airflow 2.10), so a
-post-import hook patches it once it is loaded. ``AFSD_TEST_FAULT`` picks the fault,
-``AFSD_TEST_OUT`` is where the fault reports what it did. Nothing here ships.
+post-import hook (tests/harness/after_import.py) patches it once it is loaded.
+``AFSD_TEST_FAULT`` picks the fault, ``AFSD_TEST_OUT`` is where the fault reports what it did.
+Nothing here ships.
 """
 
-import importlib.abc
-import importlib.util
 import json
 import multiprocessing
 import os
 import subprocess
 import sys
+
+from tests.harness.after_import import SCHEDULER_MODULE, call_after_import
 
 FAULT = os.environ.get("AFSD_TEST_FAULT", "")
 OUT = os.environ.get("AFSD_TEST_OUT", "")
@@ -102,28 +103,8 @@ def _patch(module):
     module.SchedulerJobRunner._do_scheduling = _do_scheduling
 
 
-class _AfterImport(importlib.abc.MetaPathFinder):
-    """Runs ``_patch`` on a module right after it has been executed."""
-
-    name = "airflow.jobs.scheduler_job_runner"
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != self.name:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        exec_module = spec.loader.exec_module
-
-        def exec_then_patch(module):
-            exec_module(module)
-            _patch(module)
-
-        spec.loader.exec_module = exec_then_patch
-        return spec
-
-
 if FAULT == "unsupported-version":
     # Imported while `import airflow` runs: the version airflow-systemd reads next.
     sys.modules["airflow"].__version__ = "2.9.3"
-elif FAULT and not any(isinstance(f, _AfterImport) for f in sys.meta_path):
-    sys.meta_path.insert(0, _AfterImport())
+elif FAULT:
+    call_after_import(SCHEDULER_MODULE, _patch)

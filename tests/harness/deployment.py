@@ -11,19 +11,18 @@ Test drop-ins change only WatchdogSec=, timeouts and the database URL.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+from tests.harness.airflow_env import FAULTS
+from tests.harness.pgcluster import PgCluster, free_port
 from tests.harness.sandbox import Sandbox
-from tests.support.airflow_env import FAULTS, airflow_environ
-from tests.support.pgcluster import PgCluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
+DAGS = REPO / "tests" / "system" / "dags"  # the system tests' DAGs, which add_dag() copies in
 SCHEDULER = "airflow-scheduler.service"
 WATCHDOG = 4  # seconds, set by the test drop-in; the shipped default is 30
 # Prefix drop-in (systemd >= 246): applies to every airflow-*.service.
@@ -34,6 +33,14 @@ JOB_SERVICES = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer
 # The fault-injection module, copied inside: the checkout may be under /tmp, which the
 # unit's PrivateTmp=yes hides (install-units mounts back only the virtualenv's code).
 FAULTS_INSIDE = "/usr/local/lib/afsd-test-faults"
+# What goes there: the faults module and the post-import hook it imports, as a package of the
+# same name, so that PYTHONPATH=FAULTS_INSIDE alone makes both importable.
+FAULT_FILES = {
+    "airflow_local_settings.py": FAULTS / "airflow_local_settings.py",
+    "tests/__init__.py": REPO / "tests" / "__init__.py",
+    "tests/harness/__init__.py": REPO / "tests" / "harness" / "__init__.py",
+    "tests/harness/after_import.py": REPO / "tests" / "harness" / "after_import.py",
+}
 
 
 def airflow_settings(api_port: int, **extra: str) -> dict[str, str]:
@@ -69,18 +76,6 @@ def airflow_settings(api_port: int, **extra: str) -> dict[str, str]:
     return settings
 
 
-def create_migrated_database(pg: PgCluster, db: str) -> None:
-    """``db`` on ``pg``, migrated by this virtualenv's `airflow db migrate`."""
-    pg.sql(f"CREATE DATABASE {db}")
-    with tempfile.TemporaryDirectory() as home:
-        subprocess.run(
-            [str(VENV / "bin" / "airflow"), "db", "migrate"],
-            env=airflow_environ(Path(home), pg.url(db)),
-            check=True,
-            capture_output=True,
-        )
-
-
 class Deployment:
     def __init__(self, sb: Sandbox, pg: PgCluster, db: str) -> None:
         self.sb = sb
@@ -93,9 +88,8 @@ class Deployment:
         sb.write_file("/etc/sysusers.d/airflow.conf", (REPO / "units" / "airflow.sysusers").read_text())
         sb.exec("systemd-sysusers")
         sb.exec(str(VENV / "bin" / "airflow-systemd"), "install-units", "--venv", str(VENV), "--no-reload")
-        sb.write_file(
-            f"{FAULTS_INSIDE}/airflow_local_settings.py", (FAULTS / "airflow_local_settings.py").read_text()
-        )
+        for inside, source in FAULT_FILES.items():
+            sb.write_file(f"{FAULTS_INSIDE}/{inside}", source.read_text())
         self.configure()
         self.drop_in(
             "50-test-db.conf",
@@ -151,7 +145,7 @@ class Deployment:
 
     def add_dag(self, name: str) -> str:
         """Copy tests/system/dags/NAME.py into the DAGs folder; wait until it is parsed."""
-        text = (Path(__file__).parent / "dags" / f"{name}.py").read_text()
+        text = (DAGS / f"{name}.py").read_text()
         self.sb.exec(
             "install",
             "-d",

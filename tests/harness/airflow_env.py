@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
-from tests.support.pgcluster import free_port
+from tests.harness.pgcluster import PgCluster, free_port
 
 # Test-only fault injection (see its docstring); on PYTHONPATH, Airflow imports it itself.
-FAULTS = Path(__file__).resolve().parents[1] / "integration" / "faults"
+FAULTS = Path(__file__).resolve().parent / "faults"
 # The checkout under test, ahead of whatever the venv has installed, so that the components a
 # test starts run this tree's code (a second checkout or worktree tests itself).
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -35,3 +38,15 @@ def airflow_environ(home: Path, db_url: str) -> dict[str, str]:
         PYTHONPATH=os.pathsep.join((str(FAULTS), str(CHECKOUT))),
     )
     return env
+
+
+def create_migrated_database(pg: PgCluster, db: str) -> None:
+    """``db`` on ``pg``, migrated by this virtualenv's `airflow db migrate`."""
+    pg.sql(f"CREATE DATABASE {db}")
+    with tempfile.TemporaryDirectory() as home:
+        subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+            env=airflow_environ(Path(home), pg.url(db)),
+            check=True,
+            capture_output=True,
+        )

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from tests.system.deployment import SCHEDULER, VENV, Deployment
+from tests.harness.deployment import SCHEDULER, VENV, Deployment
 
 PROBE_DAG = "afsd_env_probe"
 PROBE_FILE = "/var/lib/airflow/afsd-env-probe.json"
@@ -120,9 +120,9 @@ def table(rows, venv: str = str(VENV)) -> str:
 
 def main() -> int:
     """Boot a sandbox, install the units, run the probe both ways, print the table."""
+    from tests.harness.airflow_env import create_migrated_database
+    from tests.harness.pgcluster import PgCluster
     from tests.harness.sandbox import Sandbox
-    from tests.support.pgcluster import PgCluster
-    from tests.system.deployment import create_migrated_database
 
     if os.geteuid() != 0:
         print("task-environment: run it as root (it boots a systemd container)", file=sys.stderr)

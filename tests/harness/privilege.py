@@ -31,7 +31,7 @@ _PACKAGE_DIR = (
 )
 _WRITABLE = (
     "import json, sys\n"
-    "from airflow_systemd.units import _first_writable\n"
+    "from airflow_systemd.install.access import _first_writable\n"
     "print(json.dumps({p: _first_writable([p]) for p in sys.argv[1:]}))\n"
 )
 
@@ -74,7 +74,7 @@ def why(argv: str) -> str | None:
 def writable_by(sb, user: str, python: str, paths: list[str]) -> dict[str, str]:
     """The paths ``user`` could change (the path itself, what is in it, or a directory above
     it), each with what it could write, checked as that user with the installation's own
-    check (airflow_systemd.units._first_writable)."""
+    check (airflow_systemd.install.access._first_writable)."""
     cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", python, "-I", "-c", _WRITABLE]
     done = sb.exec(*cmd, *sorted(set(paths)))
     return {p: w for p, w in json.loads(done.stdout).items() if w}

@@ -21,7 +21,7 @@ runs) and the network to PyPI and Debian's mirror, like any build of the package
 
 CLI, from the repository root (as root), to look at them by hand::
 
-    python3 -m tests.package.artifacts debs|root DIR
+    python3 -m tests.harness.package_artifacts debs|root DIR
 """
 
 from __future__ import annotations
@@ -42,6 +42,16 @@ SUITE = "bookworm"
 HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 # dpkg-deb reads these (since dpkg 1.21.10); dh_builddeb passes no -Z of its own.
 FAST_COMPRESSION = {"DPKG_DEB_COMPRESSOR_TYPE": "gzip", "DPKG_DEB_COMPRESSOR_LEVEL": "1"}
+
+
+def remove_workdirs_of_dead_sessions() -> None:
+    """Remove what is in STATE but not a work directory of a running pytest (named by its PID)."""
+    for entry in STATE.glob("*") if STATE.is_dir() else ():
+        if not (entry.name.isdigit() and Path(f"/proc/{entry.name}").exists()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
 
 
 def input_files() -> list[str]:
