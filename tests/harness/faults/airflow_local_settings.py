@@ -32,8 +32,10 @@ SETSID_GRANDCHILD = (
 
 
 def _report(data):
-    with open(OUT, "w") as f:
+    # Written aside, then renamed: the test reads OUT as soon as it exists.
+    with open(f"{OUT}.tmp", "w") as f:
         json.dump(data, f)
+    os.replace(f"{OUT}.tmp", OUT)
 
 
 def _raise_with_stubborn_descendants(calls=[0]):  # noqa: B006 - a counter across calls
