@@ -69,6 +69,13 @@ def _filled(text: str) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
+    """Every subcommand's parser: its description is laid out by hand (paragraphs, tables),
+    and a usage error is a configuration error."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         # A wrong ExecStart= line is a configuration error: exit 78, which the units do not
         # restart, instead of argparse's 2, which Restart=on-failure would retry forever.
@@ -81,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="airflow-systemd",
         description="Apache Airflow components as systemd services.",
         epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -92,7 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
             command,
             help=f"run {what} under systemd supervision",
             description=_filled(COMPONENT_HELP.format(command=command, **kind)),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         component.add_argument(
             "--stop-timeout",
@@ -119,7 +124,7 @@ def _add_oneshots(sub) -> None:
     migrate = sub.add_parser(
         "db-migrate",
         help="`airflow db migrate`, waiting for the database first (airflow-db-migrate.service)",
-        description="Run `airflow db migrate` (extra arguments are passed on), after waiting for "
+        description="Run `airflow db migrate` (extra arguments are passed on), after waiting for\n"
         "the metadata database like the services do.",
     )
     migrate.set_defaults(func=_run_oneshot, oneshot="db_migrate", airflow_args=[])

@@ -157,7 +157,6 @@ def register(subparsers) -> None:
         "generate-secrets",
         help="create the installation's shared Airflow keys, once (as root)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("path", nargs="?", default=DEFAULT_PATH, help="default: %(default)s")
     parser.add_argument(

@@ -210,7 +210,6 @@ def register(subparsers) -> None:
         "alert",
         help="alert the configured channels that a unit failed (run by the units themselves)",
         description=ALERT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "unit", metavar="UNIT", help="the unit, e.g. airflow-scheduler.service (or the instance name above)"

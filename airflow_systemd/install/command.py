@@ -43,9 +43,8 @@ from airflow_systemd.install.render import (
     SCHEDULER_UNIT,
     TARGET_UNIT,
     render_alert_unit,
-    render_service,
+    render_services,
     render_target,
-    shipped_units,
     source_path,
     template_path,
     template_text,
@@ -126,19 +125,16 @@ def _install(args: argparse.Namespace) -> int:
     ):
         refuse_path_writable_by(account, path, option)
 
-    rendered = {
-        os.path.join(unit_dir, name): render_service(
-            name,
-            user=account.user,
-            group=account.group,
-            airflow_home=home,
-            venv=venv,
-            env_file=env_file,
-            sandbox=sandbox,
-            secrets_path=secrets_path,
-        )
-        for name in shipped_units()
-    }
+    services = render_services(
+        user=account.user,
+        group=account.group,
+        airflow_home=home,
+        venv=venv,
+        env_file=env_file,
+        sandbox=sandbox,
+        secrets_path=secrets_path,
+    )
+    rendered = {os.path.join(unit_dir, name): text for name, text in services.items()}
     rendered[os.path.join(unit_dir, TARGET_UNIT)] = render_target()
     rendered[os.path.join(unit_dir, ALERT_UNIT)] = render_alert_unit(
         venv,
@@ -301,58 +297,43 @@ def register(subparsers) -> None:
         "install-units",
         help="write the systemd units for this virtualenv (pip installs; the .deb ships its own)",
         description=INSTALL_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     install.add_argument(
         "--user", default=DEFAULT_USER, help="the account the service runs as (default: %(default)s)"
     )
     install.add_argument("--group", default=None, help="its group (default: the user's primary group)")
-    install.add_argument(
-        "--airflow-home",
-        default=DEFAULT_HOME,
-        metavar="PATH",
-        help="AIRFLOW_HOME of the service; under /var/lib systemd creates it (default: %(default)s)",
-    )
-    install.add_argument(
-        "--venv",
-        default=sys.prefix,
-        metavar="PATH",
-        help="the virtualenv airflow-systemd is installed in (default: this one, %(default)s)",
-    )
-    install.add_argument(
-        "--unit-dir", default=DEFAULT_UNIT_DIR, metavar="DIR", help="where to write (default: %(default)s)"
-    )
-    install.add_argument(
-        "--env-file",
-        default=DEFAULT_ENV_FILE,
-        metavar="PATH",
-        help="the EnvironmentFile= of the unit, created from a template if missing (default: %(default)s)",
-    )
-    install.add_argument(
-        "--alert-config",
-        default=ALERT_CONFIG,
-        metavar="PATH",
-        help="the alert channels, created from a template if missing (default: %(default)s)",
-    )
-    install.add_argument(
-        "--secrets-file",
-        default=secrets_file.DEFAULT_PATH,
-        metavar="PATH",
-        help="the installation's shared Airflow keys, created if missing, root:GROUP 0640 "
-        "(default: %(default)s)",
-    )
-    install.add_argument(
-        "--alert-user",
-        default=ALERT_USER,
-        metavar="USER",
-        help="the account the alerts run as, created if it is the default and missing (default: %(default)s)",
-    )
-    install.add_argument(
-        "--catalog-dir",
-        default=DEFAULT_CATALOG_DIR,
-        metavar="DIR",
-        help="where the journal's message catalog goes (default: %(default)s)",
-    )
+    # Where things are: (option, default, metavar, what it is).
+    for option, default, metavar, what in (
+        (
+            "--airflow-home",
+            DEFAULT_HOME,
+            "PATH",
+            "AIRFLOW_HOME of the service; under /var/lib systemd creates it",
+        ),
+        ("--venv", sys.prefix, "PATH", "the virtualenv airflow-systemd is installed in (this one)"),
+        ("--unit-dir", DEFAULT_UNIT_DIR, "DIR", "where to write"),
+        (
+            "--env-file",
+            DEFAULT_ENV_FILE,
+            "PATH",
+            "the EnvironmentFile= of the unit, created from a template if missing",
+        ),
+        ("--alert-config", ALERT_CONFIG, "PATH", "the alert channels, created from a template if missing"),
+        (
+            "--secrets-file",
+            secrets_file.DEFAULT_PATH,
+            "PATH",
+            "the installation's shared Airflow keys, created if missing, root:GROUP 0640",
+        ),
+        (
+            "--alert-user",
+            ALERT_USER,
+            "USER",
+            "the account the alerts run as, created if it is the default and missing",
+        ),
+        ("--catalog-dir", DEFAULT_CATALOG_DIR, "DIR", "where the journal's message catalog goes"),
+    ):
+        install.add_argument(option, default=default, metavar=metavar, help=f"{what} (default: %(default)s)")
     install.add_argument("--dry-run", action="store_true", help="print the rendered units, write nothing")
     install.add_argument("--no-reload", action="store_true", help="do not run systemctl daemon-reload")
     install.add_argument(
@@ -364,7 +345,6 @@ def register(subparsers) -> None:
         "uninstall-units",
         help="stop, disable and remove the units install-units wrote",
         description=UNINSTALL_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     uninstall.add_argument(
         "--unit-dir", default=DEFAULT_UNIT_DIR, metavar="DIR", help="where they are (default: %(default)s)"

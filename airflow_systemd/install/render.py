@@ -225,6 +225,12 @@ def render_alert_unit(
     return render_source(ALERT_UNIT, values)
 
 
+def render_services(**installation) -> dict[str, str]:
+    """Every shipped service and timer, by name, for one installation (the keyword
+    arguments of :func:`render_service`)."""
+    return {name: render_service(name, **installation) for name in shipped_units()}
+
+
 def render_target() -> str:
     return template_text(TARGET_UNIT)
 
@@ -233,19 +239,15 @@ def package_units() -> dict[str, str]:
     """The units of the Debian package: the source rendered for the package's paths. These
     are the files checked in under unit_files/ (``python -m airflow_systemd.install.render``)."""
     sandbox = plan_sandbox(DEFAULT_HOME, [PACKAGE_VENV])
-    units = {
-        name: render_service(
-            name,
-            user=DEFAULT_USER,
-            group=DEFAULT_GROUP,
-            airflow_home=DEFAULT_HOME,
-            venv=PACKAGE_VENV,
-            env_file=DEFAULT_ENV_FILE,
-            sandbox=sandbox,
-        )
-        for name in shipped_units()
-        if has_source(name)
-    }
+    services = render_services(
+        user=DEFAULT_USER,
+        group=DEFAULT_GROUP,
+        airflow_home=DEFAULT_HOME,
+        venv=PACKAGE_VENV,
+        env_file=DEFAULT_ENV_FILE,
+        sandbox=sandbox,
+    )
+    units = {name: text for name, text in services.items() if has_source(name)}
     units[ALERT_UNIT] = render_alert_unit(PACKAGE_VENV)
     return units
 

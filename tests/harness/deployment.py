@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from airflow_systemd.alert.systemd import entry_text
 from tests.harness.airflow_env import FAULTS
 from tests.harness.pgcluster import PgCluster, free_port
 from tests.harness.sandbox import Sandbox
@@ -285,7 +286,7 @@ class Deployment:
         return [e for e in entries if e["__CURSOR"] != cursor]
 
     def journal(self, cursor: str, unit: str = SCHEDULER, *args: str) -> str:
-        return "".join(f"{_message(e)}\n" for e in self.journal_json(cursor, unit, *args))
+        return "".join(f"{entry_text(e)}\n" for e in self.journal_json(cursor, unit, *args))
 
     def journal_tail(self, unit: str = SCHEDULER, lines: int = 40) -> str:
         return self.sb.exec(
@@ -299,12 +300,6 @@ class Deployment:
     def reset(self, unit: str = SCHEDULER) -> None:
         self.sb.systemctl("stop", unit, check=False)
         self.sb.systemctl("reset-failed", unit, check=False)
-
-
-def _message(entry: dict) -> str:
-    # journald stores a message that is not valid UTF-8 as a list of bytes
-    message = entry.get("MESSAGE", "")
-    return bytes(message).decode(errors="replace") if isinstance(message, list) else str(message)
 
 
 def running_loop(d: Deployment) -> bool:
