@@ -63,6 +63,8 @@ class ConsumerWatch:
         problem = consuming_problem(consumer) or self.broker_problem(consumer)
         now = self.probe.now()
         if problem is None:
+            if not self.ticks:
+                log.info("first tick of the consumer probe, in thread %s", threading.current_thread().name)
             self.ticks += 1
             self.probe.progressed(now)
             status = describe(consumer) + f" (broker answered in {(now - started) * 1000:.0f} ms)"

@@ -95,6 +95,11 @@ def broker_connection(app, timeout: float = CONNECT_TIMEOUT):
     return conn
 
 
+def shown(conn) -> str:
+    """The broker's URL for humans: the password masked, and no mask where there is none."""
+    return conn.as_uri(include_password=not conn.password)
+
+
 def wait_for_broker(life: Lifecycle, app, sleep=time.sleep) -> None:
     """Block until the broker accepts a connection, reporting every attempt to systemd."""
     for attempt, backoff in enumerate(database.delays(), start=1):
@@ -102,15 +107,15 @@ def wait_for_broker(life: Lifecycle, app, sleep=time.sleep) -> None:
         try:
             conn.connect()
             if attempt > 1:
-                log.info("broker %s reachable after %d attempts", conn.as_uri(), attempt)
+                log.info("broker %s reachable after %d attempts", shown(conn), attempt)
             return
         except Exception as exc:  # kombu/redis-py/amqp errors and OSError: all say "not now"
             reason = _first_line(exc)
             if PERMANENT_ERRORS.search(reason):
-                raise ConfigError(f"the broker {conn.as_uri()} refused us: {reason}") from exc
+                raise ConfigError(f"the broker {shown(conn)} refused us: {reason}") from exc
             loud = database.logged(attempt)
             life.step(
-                f"waiting for the broker {conn.as_uri()} "
+                f"waiting for the broker {shown(conn)} "
                 f"(attempt {attempt}, retry in {backoff:g}s): {reason}",
                 log_it=loud,
             )

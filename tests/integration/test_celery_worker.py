@@ -94,6 +94,8 @@ def test_ready_once_connected_and_consuming_with_status_and_pings_from_the_main_
     ready = worker.peer.wait_for("READY", "1", timeout=120)
     print(f"start-to-READY: {ready.at - worker.started:.1f}s")
     assert ready.pid == worker.proc.pid
+    # The tick ran in the consumer's event loop: the main thread of the prefork pool's worker.
+    assert "first tick of the consumer probe, in thread MainThread" in worker.text()
     assert ready.fields["STATUS"].startswith("consuming default: 0/2 running"), ready.fields
     deadline = time.monotonic() + 3 * WATCHDOG
     while len(pings_after(worker, ready.at)) < 3 and time.monotonic() < deadline:
@@ -116,7 +118,7 @@ def test_not_ready_while_the_broker_is_down_and_says_so_then_ready_when_it_comes
         if any("waiting for the broker" in s for s in statuses):
             break
         time.sleep(0.2)
-    assert any("waiting for the broker redis://127.0.0.1" in s for s in statuses), statuses
+    assert any(f"waiting for the broker redis://127.0.0.1:{port}/0 (attempt" in s for s in statuses), statuses
     time.sleep(3)
     assert not worker.peer.with_field("READY"), waiting
     assert worker.proc.poll() is None, worker.text()
