@@ -115,8 +115,7 @@ def wait_for_broker(life: Lifecycle, app, sleep=time.sleep) -> None:
                 raise ConfigError(f"the broker {shown(conn)} refused us: {reason}") from exc
             loud = database.logged(attempt)
             life.step(
-                f"waiting for the broker {shown(conn)} "
-                f"(attempt {attempt}, retry in {backoff:g}s): {reason}",
+                f"waiting for the broker {shown(conn)} (attempt {attempt}, retry in {backoff:g}s): {reason}",
                 log_it=loud,
             )
             sleep(backoff)
