@@ -100,10 +100,13 @@ def test_ready_once_connected_and_consuming_with_status_and_pings_from_the_main_
         time.sleep(0.2)
     pings = [m for m in worker.peer.with_field("WATCHDOG", "1")]
     assert len(pings) >= 3 and {m.pid for m in pings} == {worker.proc.pid}
-    # The worker consumes from the queue it was given: Redis has its BRPOP client.
-    names = [c.get("name", "") for c in redis.Redis.from_url(broker.url).client_list()]
-    assert worker.proc.poll() is None, worker.text()
-    assert len(names) >= 2
+    # No reload: a SIGHUP is logged and ignored, the worker keeps working.
+    os.kill(worker.proc.pid, signal.SIGHUP)
+    hup = time.monotonic()
+    time.sleep(WATCHDOG)
+    assert worker.proc.poll() is None, worker.text()[-3000:]
+    assert pings_after(worker, hup + 1)
+    assert "SIGHUP ignored" in worker.text()
 
 
 def test_not_ready_while_the_broker_is_down_and_says_so_then_ready_when_it_comes(start_worker, tmp_path):
