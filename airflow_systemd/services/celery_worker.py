@@ -106,7 +106,7 @@ def wait_for_broker(life: Lifecycle, app, sleep=time.sleep) -> None:
     for attempt, backoff in enumerate(database.delays(), start=1):
         conn = broker_connection(app)
         try:
-            conn.connect()
+            conn.ensure_connection(max_retries=0)  # one try: connect() sleeps 2 s and tries again
             if attempt > 1:
                 log.info("broker %s reachable after %d attempts", shown(conn), attempt)
             return

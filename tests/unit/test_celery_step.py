@@ -75,7 +75,8 @@ def test_the_step_starts_after_the_task_consumer_and_before_the_event_loop():
     step = consumer_step(ConsumerWatch(Probe(SimpleNamespace(notifier=SimpleNamespace(watchdog_interval=4)))))
     app.steps["consumer"].add(step)
     blueprint = Consumer.Blueprint(steps=app.steps["consumer"])
-    order = [s.name for s in blueprint._finalize_steps(blueprint.claim_steps())]
+    blueprint.steps = blueprint.claim_steps()  # as Blueprint.apply() does, without a consumer
+    order = [s.name for s in blueprint._finalize_steps(blueprint.steps)]
     names = [n.rsplit(".", 1)[-1] for n in order]
     assert names.index("Tasks") < names.index(step.__name__) < names.index("Evloop"), names
 
