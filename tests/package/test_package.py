@@ -162,6 +162,8 @@ def test_the_package_bundles_exactly_the_lock(deb, upgrade_deb):
     """What makes two builds give the same set: the lock and this project, nothing else."""
     bundled = bundled_distributions(deb)
     assert "apache-airflow-core" in bundled
+    # the CeleryExecutor's workers and the client of their default broker
+    assert {"apache-airflow-providers-celery", "celery", "kombu", "redis"} <= bundled.keys()
     assert bundled == locked_distributions()
     # the package the upgrade test installs: the same files, at a higher version
     versions = [p.name.split("_")[1] for p in (upgrade_deb, deb)]
@@ -269,6 +271,16 @@ def test_install_on_a_clean_debian_starts_everything(machine, deb):
         check=False,
     )
     assert verify.returncode == 0, verify.stderr
+
+
+def test_the_bundled_celery_provider_imports_with_the_bundled_celery(machine):
+    """What a Celery worker imports first: with celery 5.7.0 this fails (requirements/airflow-3.3.2.txt)."""
+    machine.exec(
+        "setpriv", "--reuid=airflow", "--regid=airflow", "--init-groups",
+        "env", "AIRFLOW_HOME=/var/lib/airflow", f"{VENV}/bin/python3", "-c",
+        "import airflow.providers.celery.executors.celery_executor_utils",
+        timeout=120,
+    )  # fmt: skip
 
 
 def test_secrets_are_generated_once_and_read_by_every_service(machine):
