@@ -5,7 +5,9 @@ checkout is bind-mounted at its own path, so the venv is the same inside); the `
 user comes from the shipped sysusers.d file; Airflow settings go to /etc/default/airflow.
 The metadata database is a private PostgreSQL cluster on the host: the container shares the
 host's network, and the test can stop or freeze it from outside.
-Test drop-ins change only WatchdogSec=, timeouts and the database URL.
+Test drop-ins change only WatchdogSec=, timeouts, the database URL and (CeleryExecutor) the
+broker's URL: Debian's redis-server runs inside the container (tests/harness/redis.py), on a
+free port rather than 6379 because the container shares the host's network.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from airflow_systemd.alert.systemd import entry_text
 from tests.harness.airflow_env import FAULTS
 from tests.harness.pgcluster import PgCluster, free_port
+from tests.harness.redis import SandboxRedis
 from tests.harness.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +34,7 @@ DROP_IN_DIR = "/etc/systemd/system/airflow-.service.d"
 SERVICES_3 = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server")
 SERVICES_2 = ("airflow-scheduler", "airflow-triggerer", "airflow-webserver")
 JOB_SERVICES = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+WORKER_TEMPLATE = "airflow-celery-worker@"  # + queue: one instance per Celery queue
 # The fault-injection module, copied inside: the checkout may be under /tmp, which the
 # unit's PrivateTmp=yes hides (install-units mounts back only the virtualenv's code).
 FAULTS_INSIDE = "/usr/local/lib/afsd-test-faults"
@@ -105,6 +109,32 @@ class Deployment:
         text = "".join(f"{k}={v}\n" for k, v in airflow_settings(self.api_port, **extra).items())
         self.sb.write_file("/etc/default/airflow", text, mode=0o640)
 
+    def switch_executor(self, executor: str) -> None:
+        """The documented switch of the whole installation: one edit of /etc/default/airflow
+        (then ``systemctl restart airflow.target``, and enabling or disabling the workers)."""
+        self.sb.exec(
+            "sed",
+            "-i",
+            f"s/^AIRFLOW__CORE__EXECUTOR=.*/AIRFLOW__CORE__EXECUTOR={executor}/",
+            "/etc/default/airflow",
+        )
+
+    def install_broker(self, watchdog: str = "4s", stop_timeout: str = "60s") -> SandboxRedis:
+        """Debian's redis-server in the container, the Celery broker of every unit; the workers'
+        test drop-in: a short watchdog like the job loops', and a short drain bound."""
+        broker = SandboxRedis(self.sb)
+        broker.install()
+        # Environment= here, not /etc/default/airflow: the tests' own address, as for the database
+        self.drop_in(
+            "50-test-broker.conf", f"[Service]\nEnvironment=AIRFLOW__CELERY__BROKER_URL={broker.url}\n"
+        )
+        self.drop_in(
+            "50-test-watchdog.conf",
+            f"[Service]\nWatchdogSec={watchdog}\nTimeoutStopSec={stop_timeout}\n",
+            WORKER_TEMPLATE,
+        )
+        return broker
+
     def drop_in(self, name: str, text: str, service: str | None = None) -> None:
         directory = f"/etc/systemd/system/{service}.service.d" if service else DROP_IN_DIR
         self.sb.write_file(f"{directory}/{name}", text)
@@ -169,9 +199,11 @@ class Deployment:
         self.sql(f"UPDATE dag SET is_paused = false WHERE dag_id = '{name}'")  # retire() paused it
         return name
 
-    def trigger(self, dag_id: str) -> str:
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         run_id = f"afsd_{dag_id}_{time.time_ns()}"
-        self.airflow("dags", "trigger", dag_id, "--run-id", run_id)
+        self.airflow(
+            "dags", "trigger", dag_id, "--run-id", run_id, *(("--conf", json.dumps(conf)) if conf else ())
+        )
         return run_id
 
     def sql(self, statement: str) -> str:
@@ -300,6 +332,11 @@ class Deployment:
     def reset(self, unit: str = SCHEDULER) -> None:
         self.sb.systemctl("stop", unit, check=False)
         self.sb.systemctl("reset-failed", unit, check=False)
+
+
+def worker(queue: str) -> str:
+    """The Celery worker unit serving QUEUE."""
+    return f"{WORKER_TEMPLATE}{queue}.service"
 
 
 def running_loop(d: Deployment) -> bool:
