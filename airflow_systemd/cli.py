@@ -26,7 +26,7 @@ exit status:
 """
 
 COMPONENT_HELP = f"""\
-Run `airflow {{command}}` as a systemd notify service.
+Run `airflow {{airflow}}` as a systemd notify service.
 
 Readiness: READY=1 is sent once the metadata database is reachable, its schema is current
 and {{ready}}; until then STATUS= says which step it is in (a database that is down is
@@ -38,18 +38,29 @@ stack to the journal first.
 
 Exit: any failure ends the process and all its descendants promptly.
 
-All arguments not listed below are passed to `airflow {{command}}` (see its --help);
+All arguments not listed below are passed to `airflow {{airflow}}` (see its --help);
 --daemon is refused.
 
 {EXIT_CODES}"""
 
+# Each kind of component: the module in airflow_systemd.services whose run() runs it, and what
+# its help says about READY=1 and WATCHDOG=1.
 JOB_LOOP = dict(
+    runner="job",
     ready="the first loop iteration has completed",
     alive="the loop is iterating and its last job heartbeat reached the database less than WatchdogSec ago",
 )
 HTTP_SERVER = dict(
+    runner="http",
     ready="the health endpoint answers",
     alive="the health endpoint answers, checked over HTTP every few seconds",
+)
+CELERY_WORKER = dict(
+    runner="celery_worker",
+    ready="the worker is connected to the broker and consuming its queues (first tick of a "
+    "bootstep in the consumer's event loop)",
+    alive="the consumer's event loop keeps ticking and the broker answers each tick's PING "
+    "within its timeout",
 )
 # command -> (module in airflow_systemd.services, kind, one-line help)
 COMPONENTS = {
@@ -58,7 +69,14 @@ COMPONENTS = {
     "triggerer": ("triggerer", JOB_LOOP, "the triggerer"),
     "api-server": ("api_server", HTTP_SERVER, "the API server (Airflow 3)"),
     "webserver": ("webserver", HTTP_SERVER, "the webserver (Airflow 2.10)"),
+    "celery-worker": ("celery_worker", CELERY_WORKER, "a Celery worker (Airflow 3.3, CeleryExecutor)"),
 }
+# The longest graceful stop, by command. A Celery worker drains: it lets its running tasks
+# finish, and Airflow's tasks often run for long (the unit's TimeoutStopSec= is above this).
+STOP_TIMEOUT = {"celery-worker": 3600.0}
+# The Airflow command a component runs, where it is not the component's name.
+AIRFLOW_COMMAND = {"celery-worker": "celery worker"}
+DEFAULT_STOP_TIMEOUT = 20.0
 
 
 def _filled(text: str) -> str:
@@ -97,12 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         component = sub.add_parser(
             command,
             help=f"run {what} under systemd supervision",
-            description=_filled(COMPONENT_HELP.format(command=command, **kind)),
+            description=_filled(COMPONENT_HELP.format(airflow=AIRFLOW_COMMAND.get(command, command), **kind)),
         )
         component.add_argument(
             "--stop-timeout",
             type=float,
-            default=20.0,
+            default=STOP_TIMEOUT.get(command, DEFAULT_STOP_TIMEOUT),
             metavar="SECONDS",
             help="longest graceful stop: then what is still running (tasks, helpers) is "
             "terminated and the service exits 0; keep it below the unit's TimeoutStopSec= "
@@ -164,11 +182,9 @@ def _run_oneshot(args: argparse.Namespace) -> int:
 def _run_component(args: argparse.Namespace) -> int:
     import importlib
 
-    from airflow_systemd.services import http, job
-
     module_name, kind, _ = COMPONENTS[args.command]
     service = importlib.import_module(f"airflow_systemd.services.{module_name}").SERVICE
-    runner = job.run if kind is JOB_LOOP else http.run
+    runner = importlib.import_module(f"airflow_systemd.services.{kind['runner']}").run
     return lifecycle.run(
         args.command,
         lambda life: runner(life, service, args.airflow_args),

@@ -41,6 +41,9 @@ SCHEDULER_UNIT = "airflow-scheduler.service"
 TARGET_UNIT = "airflow.target"
 # The OnFailure= template; it runs the alert as its own account.
 ALERT_UNIT = "airflow-alert@.service"
+# Template services: one instance per queue, %i; what their ExecStart= adds for it. Celery
+# expands %h (so systemd's %% ahead of it) in the worker's name, distinct per instance.
+INSTANCE_ARGUMENTS = {"airflow-celery-worker@.service": " --queues %i --celery-hostname %i@%%h"}
 
 _INCLUDE = re.compile(r"^@include ([\w.-]+)@$", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z_]*)@")
@@ -68,11 +71,12 @@ def has_source(name: str) -> bool:
 
 
 def shipped_units() -> list[str]:
-    """Every service and timer shipped in unit_files (templates with @ excluded)."""
+    """Every service (template services included) and timer shipped in unit_files, but the
+    alert's template, which has a rendering of its own (:func:`render_alert_unit`)."""
     return sorted(
         f.name
         for f in unit_files().iterdir()
-        if f.name.startswith("airflow-") and f.name.endswith((".service", ".timer")) and "@" not in f.name
+        if f.name.startswith("airflow-") and f.name.endswith((".service", ".timer")) and f.name != ALERT_UNIT
     )
 
 
@@ -179,8 +183,12 @@ def render_service(
     if sandbox.state_directory is not None:
         state = f"StateDirectory={unit_value(sandbox.state_directory)}\nStateDirectoryMode=0750"
     values = {
-        # The unit's name is the entrypoint's subcommand: airflow-scheduler.service runs `scheduler`.
-        "COMMAND": name.removeprefix("airflow-").removesuffix(".service"),
+        # The unit's name is the entrypoint's subcommand: airflow-scheduler.service runs `scheduler`,
+        # airflow-celery-worker@.service `celery-worker`.
+        "COMMAND": name.removeprefix("airflow-").removesuffix(".service").removesuffix("@"),
+        "ARGUMENTS": INSTANCE_ARGUMENTS.get(name, ""),
+        # A template's instances each get their own runtime directory.
+        "INSTANCE": "-%i" if name.endswith("@.service") else "",
         "AIRFLOW_SYSTEMD": exec_value(os.path.join(venv, "bin", "airflow-systemd")),
         "USER": user,
         "GROUP": group,

@@ -127,6 +127,7 @@ def _comment_above(text: str, key: str) -> str:
         ("airflow-dag-processor.service", "dag_processor"),
         ("airflow-api-server.service", "api_server"),
         ("airflow-webserver.service", "webserver"),
+        ("airflow-celery-worker@.service", "celery_worker"),
     ],
 )
 def test_each_watchdog_comment_names_the_setting_its_entrypoint_checks(unit, module):
