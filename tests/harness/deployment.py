@@ -119,18 +119,22 @@ class Deployment:
             "/etc/default/airflow",
         )
 
-    def install_broker(self, watchdog: str = "4s", stop_timeout: str = "60s") -> SandboxRedis:
+    def install_broker(self, watchdog: str = "4s", drain: int = 50) -> SandboxRedis:
         """Debian's redis-server in the container, the Celery broker of every unit; the workers'
-        test drop-in: a short watchdog like the job loops', and a short drain bound."""
+        test drop-in: a short watchdog like the job loops', and a drain bound of DRAIN seconds
+        (the entrypoint's --stop-timeout, shipped 3600) under a TimeoutStopSec= 10 s longer."""
         broker = SandboxRedis(self.sb)
         broker.install()
         # Environment= here, not /etc/default/airflow: the tests' own address, as for the database
         self.drop_in(
             "50-test-broker.conf", f"[Service]\nEnvironment=AIRFLOW__CELERY__BROKER_URL={broker.url}\n"
         )
+        unit = self.sb.exec("cat", f"/etc/systemd/system/{WORKER_TEMPLATE}.service").stdout
+        exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
         self.drop_in(
             "50-test-watchdog.conf",
-            f"[Service]\nWatchdogSec={watchdog}\nTimeoutStopSec={stop_timeout}\n",
+            f"[Service]\nWatchdogSec={watchdog}\nTimeoutStopSec={drain + 10}s\n"
+            f"ExecStart=\n{exec_start} --stop-timeout {drain}\n",
             WORKER_TEMPLATE,
         )
         return broker

@@ -25,7 +25,7 @@ from tests.harness.processes import alive
 from tests.harness.redis import RedisServer
 
 WATCHDOG = 4.0
-TASKS_MODULE = '''
+TASKS_MODULE = """
 import time
 from pathlib import Path
 from celery import shared_task
@@ -36,7 +36,7 @@ def sleep(seconds, marker):
     time.sleep(seconds)
     Path(marker + ".done").write_text(str(time.time()))
     return seconds
-'''
+"""
 
 
 @pytest.fixture
@@ -87,9 +87,7 @@ def pings_after(worker, t: float) -> list[float]:
     return [m.at for m in worker.peer.with_field("WATCHDOG", "1") if m.at > t]
 
 
-def test_ready_once_connected_and_consuming_with_status_and_pings_from_the_main_process(
-    broker, start_worker
-):
+def test_ready_once_connected_and_consuming_with_status_and_pings_from_the_main_process(broker, start_worker):
     worker = start_worker(broker.url, watchdog=WATCHDOG)
     ready = worker.peer.wait_for("READY", "1", timeout=120)
     print(f"start-to-READY: {ready.at - worker.started:.1f}s")

@@ -7,10 +7,11 @@ edit of /etc/default/airflow, `systemctl restart airflow.target`, `systemctl ena
 workers), and every test below runs on the CeleryExecutor.
 
 Test-only settings, on top of tests/harness/deployment.py's (1 s heartbeats, task heartbeat
-timeout 30 s, retry delay 5 s): the workers' WatchdogSec=4s and TimeoutStopSec=60s (the
-drain bound) in a drop-in, the broker on a free port (the container shares the host's network),
-worker concurrency 2 (two cores). The units keep their shipped RestartSec=, so the recovery
-times printed include it. Every figure is printed as a ``FIGURE`` line (run with ``-s``).
+timeout 30 s, retry delay 5 s): the workers' WatchdogSec=4s and a drain bound of 50 s
+(--stop-timeout, under TimeoutStopSec=60s) in a drop-in, the broker on a free port (the
+container shares the host's network), worker concurrency 2 (two cores). The units keep their
+shipped RestartSec=, so the recovery times printed include it. Every figure is printed as a
+``FIGURE`` line (run with ``-s``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ DAG = "afsd_celery"
 DEFAULT, SECOND = worker("default"), worker("second")
 WORKERS = (DEFAULT, SECOND)
 UNITS = (*(f"{s}.service" for s in SERVICES_3), *WORKERS)
-DRAIN_BOUND = 60  # TimeoutStopSec= of the test drop-in (Deployment.install_broker)
+DRAIN_BOUND = 50  # --stop-timeout of the test drop-in (Deployment.install_broker); shipped: 3600
 SETTINGS = {"AIRFLOW__CELERY__WORKER_CONCURRENCY": "2"}
 UNFINISHED = "('queued', 'running', 'scheduled', 'up_for_retry', 'restarting')"
 FIGURES: dict[str, str] = {}
@@ -44,7 +45,7 @@ def celery(deployment):
     d = deployment
     d.stop_all()
     d.configure(**SETTINGS)
-    d.broker = d.install_broker(watchdog=f"{WATCHDOG}s", stop_timeout=f"{DRAIN_BOUND}s")
+    d.broker = d.install_broker(watchdog=f"{WATCHDOG}s", drain=DRAIN_BOUND)
     d.sb.systemctl("enable", *SERVICES_3)
     try:
         d.sb.systemctl("start", "airflow.target")
