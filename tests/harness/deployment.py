@@ -13,6 +13,7 @@ free port rather than 6379 because the container shares the host's network.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 import urllib.request
@@ -92,7 +93,15 @@ class Deployment:
         sb = self.sb
         sb.write_file("/etc/sysusers.d/airflow.conf", (REPO / "units" / "airflow.sysusers").read_text())
         sb.exec("systemd-sysusers")
-        sb.exec(str(VENV / "bin" / "airflow-systemd"), "install-units", "--venv", str(VENV), "--no-reload")
+        checkout = self._checkout_env()
+        sb.exec(
+            str(VENV / "bin" / "airflow-systemd"),
+            "install-units",
+            "--venv",
+            str(VENV),
+            "--no-reload",
+            env=checkout,
+        )
         for inside, source in FAULT_FILES.items():
             sb.write_file(f"{FAULTS_INSIDE}/{inside}", source.read_text())
         self.configure()
@@ -100,10 +109,32 @@ class Deployment:
             "50-test-db.conf",
             f"[Service]\nEnvironment=AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={self.pg.url(self.db)}\n",
         )
+        if checkout:
+            self.drop_in(
+                "50-test-checkout.conf", f"[Service]\nEnvironment=PYTHONPATH={checkout['PYTHONPATH']}\n"
+            )
         # A short watchdog for the job loops only: the HTTP server keeps the shipped 30 s, as a
         # one-worker API server on a loaded 2-core machine can miss a 2 s health deadline.
         for service in JOB_SERVICES:
             self.drop_in("50-test-watchdog.conf", f"[Service]\nWatchdogSec={watchdog}\n", service)
+
+    @staticmethod
+    def _checkout_env() -> dict[str, str]:
+        """PYTHONPATH=<this checkout> when the virtualenv's airflow_systemd is another checkout's.
+
+        A git worktree shares one virtualenv whose editable install points at the main
+        checkout: the units must still run this checkout's code (PYTHONPATH comes before the
+        editable finder). In a plain clone, as in CI, nothing changes.
+        """
+        where = subprocess.run(
+            [str(VENV / "bin" / "python"), "-c", "import airflow_systemd; print(airflow_systemd.__file__)"],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",  # not the checkout, which python -c would put first on sys.path
+            check=True,
+        ).stdout.strip()
+        return {} if Path(where).resolve().is_relative_to(REPO) else {"PYTHONPATH": str(REPO)}
 
     def configure(self, **extra: str) -> None:
         text = "".join(f"{k}={v}\n" for k, v in airflow_settings(self.api_port, **extra).items())
