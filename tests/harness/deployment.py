@@ -5,9 +5,10 @@ checkout is bind-mounted at its own path, so the venv is the same inside); the `
 user comes from the shipped sysusers.d file; Airflow settings go to /etc/default/airflow.
 The metadata database is a private PostgreSQL cluster on the host: the container shares the
 host's network, and the test can stop or freeze it from outside.
-Test drop-ins change only WatchdogSec=, timeouts, the database URL and (CeleryExecutor) the
-broker's URL: Debian's redis-server runs inside the container (tests/harness/redis.py), on a
-free port rather than 6379 because the container shares the host's network.
+Test drop-ins change only WatchdogSec=, timeouts (the Celery workers' drain bound too) and the
+database URL. For the CeleryExecutor, Debian's redis-server runs inside the container
+(tests/harness/redis.py), on a free port rather than 6379 because the container shares the
+host's network.
 """
 
 from __future__ import annotations
@@ -140,26 +141,24 @@ class Deployment:
         text = "".join(f"{k}={v}\n" for k, v in airflow_settings(self.api_port, **extra).items())
         self.sb.write_file("/etc/default/airflow", text, mode=0o640)
 
-    def switch_executor(self, executor: str) -> None:
-        """The documented switch of the whole installation: one edit of /etc/default/airflow
-        (then ``systemctl restart airflow.target``, and enabling or disabling the workers)."""
-        self.sb.exec(
-            "sed",
-            "-i",
-            f"s/^AIRFLOW__CORE__EXECUTOR=.*/AIRFLOW__CORE__EXECUTOR={executor}/",
-            "/etc/default/airflow",
-        )
+    def switch_executor(self, executor: str, **settings: str) -> None:
+        """The documented switch of the whole installation, README "CeleryExecutor workers": one
+        edit of /etc/default/airflow (the executor, and for Celery the broker's URL), then
+        ``systemctl enable --now`` (or ``disable --now``) the workers and ``systemctl restart
+        airflow.target``, which the caller does."""
+        lines = self.sb.exec("cat", "/etc/default/airflow").stdout.splitlines()
+        settings = {"AIRFLOW__CORE__EXECUTOR": executor, **settings}
+        kept = [line for line in lines if line.split("=", 1)[0] not in settings]
+        text = "".join(f"{line}\n" for line in kept) + "".join(f"{k}={v}\n" for k, v in settings.items())
+        self.sb.write_file("/etc/default/airflow", text, mode=0o640)
 
     def install_broker(self, watchdog: str = "4s", drain: int = 50) -> SandboxRedis:
-        """Debian's redis-server in the container, the Celery broker of every unit; the workers'
-        test drop-in: a short watchdog like the job loops', and a drain bound of DRAIN seconds
-        (the entrypoint's --stop-timeout, shipped 3600) under a TimeoutStopSec= 10 s longer."""
+        """Debian's redis-server in the container, for the CeleryExecutor (its URL is for
+        switch_executor); the workers' test drop-in: a short watchdog like the job loops', and a
+        drain bound of DRAIN seconds (the entrypoint's --stop-timeout, shipped 3600) under a
+        TimeoutStopSec= 10 s longer."""
         broker = SandboxRedis(self.sb)
         broker.install()
-        # Environment= here, not /etc/default/airflow: the tests' own address, as for the database
-        self.drop_in(
-            "50-test-broker.conf", f"[Service]\nEnvironment=AIRFLOW__CELERY__BROKER_URL={broker.url}\n"
-        )
         unit = self.sb.exec("cat", f"/etc/systemd/system/{WORKER_TEMPLATE}.service").stdout
         exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
         self.drop_in(
