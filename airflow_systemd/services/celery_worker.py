@@ -18,6 +18,7 @@ Airflow's own command runs in this process, as for every service; what is Celery
 from __future__ import annotations
 
 import re
+import signal
 import time
 from dataclasses import dataclass
 
@@ -105,7 +106,7 @@ def wait_for_broker(life: Lifecycle, app, sleep=time.sleep) -> None:
     for attempt, backoff in enumerate(database.delays(), start=1):
         conn = broker_connection(app)
         try:
-            conn.connect()
+            conn.ensure_connection(max_retries=0)  # one try: connect() sleeps 2 s and tries again
             if attempt > 1:
                 log.info("broker %s reachable after %d attempts", shown(conn), attempt)
             return
@@ -115,8 +116,7 @@ def wait_for_broker(life: Lifecycle, app, sleep=time.sleep) -> None:
                 raise ConfigError(f"the broker {shown(conn)} refused us: {reason}") from exc
             loud = database.logged(attempt)
             life.step(
-                f"waiting for the broker {shown(conn)} "
-                f"(attempt {attempt}, retry in {backoff:g}s): {reason}",
+                f"waiting for the broker {shown(conn)} (attempt {attempt}, retry in {backoff:g}s): {reason}",
                 log_it=loud,
             )
             sleep(backoff)
@@ -143,12 +143,23 @@ def run(life: Lifecycle, service: CeleryWorkerService, airflow_args: list[str]) 
         if step not in instance.app.steps["consumer"]:
             instance.app.steps["consumer"].add(step)
 
+    def ignore_sighup(sender=None, **kwargs):
+        # worker_ready: Celery has installed its signal handlers. Its SIGHUP handler re-executes
+        # the worker from an atexit hook, which this process never runs (it leaves with
+        # os._exit): a SIGHUP would end the worker and the unit. There is no reload: say so.
+        signal.signal(signal.SIGHUP, _sighup_ignored)
+
     signals.celeryd_init.connect(add_probe, weak=False)
+    signals.worker_ready.connect(ignore_sighup, weak=False)
     life.step(f"starting the {service.title}")
     support.run_airflow_command(command, args)
     exitcode = workers[-1].exitcode if workers else None
     if exitcode and not life.stopping:
         raise CeleryWorkerFailed(f"the Celery worker stopped with exit code {exitcode} (see the log above)")
+
+
+def _sighup_ignored(signum, frame) -> None:
+    log.warning("SIGHUP ignored: a Celery worker has no reload; restart the unit to apply changes")
 
 
 def _first_line(exc: BaseException) -> str:

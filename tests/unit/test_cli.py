@@ -50,9 +50,9 @@ def test_airflow_arguments_reach_the_service_through_the_namespace(command, ran,
 
         monkeypatch.setattr(oneshot, "db_migrate", lambda life, airflow_args: seen.append(airflow_args))
     else:
-        from airflow_systemd.services import http, job
+        from airflow_systemd.services import celery_worker, http, job
 
-        for module in (http, job):
+        for module in (http, job, celery_worker):
             monkeypatch.setattr(module, "run", lambda life, service, airflow_args: seen.append(airflow_args))
     with pytest.raises(SystemExit) as exit_:
         cli.main([command, "--some-airflow-option", "value"])
@@ -61,6 +61,14 @@ def test_airflow_arguments_reach_the_service_through_the_namespace(command, ran,
     assert component == command  # the component name itself, not a command line to parse back
     main(None)
     assert seen == [["--some-airflow-option", "value"]]
+
+
+@pytest.mark.parametrize(("command", "default"), [("scheduler", 20.0), ("celery-worker", 3600.0)])
+def test_a_celery_worker_drains_for_an_hour_by_default_the_others_20_s(command, default, ran):
+    with pytest.raises(SystemExit):
+        cli.main([command])
+    [(_, _, stop_timeout)] = ran
+    assert stop_timeout == default
 
 
 @pytest.mark.parametrize("command", ["db-clean", "log-clean"])
