@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -92,8 +91,8 @@ class RedisServer:
         self.base.mkdir(parents=True, exist_ok=True)
         conf = self.base / "redis.conf"
         conf.write_text(self._config())
-        # setpriv --pdeathsig: the kernel kills the server when the test process dies, even
-        # by SIGKILL, when no clean-up code runs: a test never leaves a Redis behind.
+        # setpriv --pdeathsig: the kernel kills the server when the thread that started it
+        # ends, even by SIGKILL, when no clean-up code runs: a test never leaves a Redis behind.
         self.proc = subprocess.Popen(
             ["setpriv", "--pdeathsig", "KILL", "--", str(self.server), str(conf)],
             env={"LD_LIBRARY_PATH": str(self.libdir)},
@@ -112,18 +111,22 @@ class RedisServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def pids(self) -> set[int]:
+    def _processes(self) -> list[psutil.Process]:
         """The server and its children (a BGSAVE or AOF rewrite runs in a fork)."""
         if not self.running():
-            return set()
+            return []
         with contextlib.suppress(psutil.Error):
-            return {self.proc.pid, *(p.pid for p in psutil.Process(self.proc.pid).children(recursive=True))}
-        return set()
+            server = psutil.Process(self.proc.pid)
+            return [server, *server.children(recursive=True)]
+        return []
+
+    def pids(self) -> set[int]:
+        return {p.pid for p in self._processes()}
 
     def _signal(self, sig: int) -> None:
-        for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+        for proc in self._processes():
+            with contextlib.suppress(psutil.Error):  # psutil refuses a PID reused meanwhile
+                proc.send_signal(sig)
 
     def freeze(self) -> None:
         self._signal(signal.SIGSTOP)
@@ -136,7 +139,7 @@ class RedisServer:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            children = self.pids() - {self.proc.pid}
+            children = self._processes()[1:]
             self.thaw()  # a frozen server would never see the SIGTERM
             self.proc.terminate()
             try:
@@ -144,9 +147,9 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-            for pid in children:  # a fork that outlived the server (it normally ends with it)
+            for child in children:  # a fork that outlived the server (it normally ends with it)
                 with contextlib.suppress(psutil.Error):
-                    psutil.Process(pid).kill()
+                    child.kill()
         self.proc = None
 
     def restart(self) -> None:

@@ -6,7 +6,11 @@ Airflow 2, which has neither, this module is not collected (tests/integration/co
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -14,6 +18,8 @@ import redis
 
 from tests.harness.processes import alive
 from tests.harness.redis import RedisServer
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -106,3 +112,28 @@ def test_remove_leaves_no_process_and_no_directory():
     srv.remove()
     assert not alive(pids)
     assert not base.exists()
+
+
+def test_a_test_process_killed_by_sigkill_takes_its_server_along(tmp_path):
+    script = (
+        "import sys, time\n"
+        "from tests.harness.redis import RedisServer\n"
+        "from pathlib import Path\n"
+        f"srv = RedisServer(base=Path({str(tmp_path)!r}))\n"
+        "srv.start()\n"
+        "print(srv.proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True, env=os.environ
+    )
+    try:
+        server = int(runner.stdout.readline())
+        assert alive([server])
+    finally:
+        runner.kill()
+        runner.wait()
+    deadline = time.monotonic() + 5
+    while alive([server]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive([server])
