@@ -223,8 +223,11 @@ def test_redis_restarted_workers_consume_again_by_themselves(celery):
     how = {}
     for unit in WORKERS:
         n = restarts(d, unit) - before[unit]
-        watchdog = "Watchdog timeout" in d.journal(cursor, unit)
+        journal = d.journal(cursor, unit)
+        watchdog = "Watchdog timeout" in journal
         how[unit] = f"{n} restart(s)" + (" (watchdog)" if n and watchdog else "")
+        if watchdog:  # what the worker said before systemd gave up on it
+            print(f"\nJOURNAL of {unit} up to the watchdog:\n{journal.split('Watchdog timeout')[0][-2500:]}")
     figure("workers after the Redis restart", str(how))
 
 
