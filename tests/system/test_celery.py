@@ -7,11 +7,11 @@ edit of /etc/default/airflow, `systemctl enable --now` the workers, `systemctl r
 airflow.target`), and every test below runs on the CeleryExecutor.
 
 Test-only settings, on top of tests/harness/deployment.py's (1 s heartbeats, retry delay 5 s):
-task heartbeat timeout 20 s (checked every 5 s), the workers' WatchdogSec=10s and a drain bound of 50 s
-(--stop-timeout, under TimeoutStopSec=60s) in a drop-in, the broker on a free port (the
-container shares the host's network), worker concurrency 2 (two cores). The units keep their
-shipped RestartSec=, so the recovery times printed include it. Every figure is printed as a
-``FIGURE`` line (run with ``-s``).
+task heartbeat timeout 20 s (checked every 5 s); the workers' WatchdogSec=10s and a drain
+bound of 50 s (--stop-timeout, under TimeoutStopSec=60s) in a drop-in; the broker on a free
+port (the container shares the host's network); worker concurrency 2 (two cores). The units
+keep their shipped RestartSec=, so the recovery times printed include it. Every figure is
+printed as a ``FIGURE`` line (run with ``-s``).
 """
 
 from __future__ import annotations
