@@ -5,12 +5,16 @@ checkout is bind-mounted at its own path, so the venv is the same inside); the `
 user comes from the shipped sysusers.d file; Airflow settings go to /etc/default/airflow.
 The metadata database is a private PostgreSQL cluster on the host: the container shares the
 host's network, and the test can stop or freeze it from outside.
-Test drop-ins change only WatchdogSec=, timeouts and the database URL.
+Test drop-ins change only WatchdogSec=, timeouts (the Celery workers' drain bound too) and the
+database URL. For the CeleryExecutor, Debian's redis-server runs inside the container
+(tests/harness/redis.py), on a free port rather than 6379 because the container shares the
+host's network.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 import urllib.request
@@ -19,6 +23,7 @@ from pathlib import Path
 from airflow_systemd.alert.systemd import entry_text
 from tests.harness.airflow_env import FAULTS
 from tests.harness.pgcluster import PgCluster, free_port
+from tests.harness.redis import SandboxRedis
 from tests.harness.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +36,7 @@ DROP_IN_DIR = "/etc/systemd/system/airflow-.service.d"
 SERVICES_3 = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server")
 SERVICES_2 = ("airflow-scheduler", "airflow-triggerer", "airflow-webserver")
 JOB_SERVICES = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+WORKER_TEMPLATE = "airflow-celery-worker@"  # + queue: one instance per Celery queue
 # The fault-injection module, copied inside: the checkout may be under /tmp, which the
 # unit's PrivateTmp=yes hides (install-units mounts back only the virtualenv's code).
 FAULTS_INSIDE = "/usr/local/lib/afsd-test-faults"
@@ -88,7 +94,15 @@ class Deployment:
         sb = self.sb
         sb.write_file("/etc/sysusers.d/airflow.conf", (REPO / "units" / "airflow.sysusers").read_text())
         sb.exec("systemd-sysusers")
-        sb.exec(str(VENV / "bin" / "airflow-systemd"), "install-units", "--venv", str(VENV), "--no-reload")
+        checkout = self._checkout_env()
+        sb.exec(
+            str(VENV / "bin" / "airflow-systemd"),
+            "install-units",
+            "--venv",
+            str(VENV),
+            "--no-reload",
+            env=checkout,
+        )
         for inside, source in FAULT_FILES.items():
             sb.write_file(f"{FAULTS_INSIDE}/{inside}", source.read_text())
         self.configure()
@@ -96,14 +110,64 @@ class Deployment:
             "50-test-db.conf",
             f"[Service]\nEnvironment=AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={self.pg.url(self.db)}\n",
         )
+        if checkout:
+            self.drop_in(
+                "50-test-checkout.conf", f"[Service]\nEnvironment=PYTHONPATH={checkout['PYTHONPATH']}\n"
+            )
         # A short watchdog for the job loops only: the HTTP server keeps the shipped 30 s, as a
         # one-worker API server on a loaded 2-core machine can miss a 2 s health deadline.
         for service in JOB_SERVICES:
             self.drop_in("50-test-watchdog.conf", f"[Service]\nWatchdogSec={watchdog}\n", service)
 
+    @staticmethod
+    def _checkout_env() -> dict[str, str]:
+        """PYTHONPATH=<this checkout> when the virtualenv's airflow_systemd is another checkout's.
+
+        A git worktree shares one virtualenv whose editable install points at the main
+        checkout: the units must still run this checkout's code (PYTHONPATH comes before the
+        editable finder). In a plain clone, as in CI, nothing changes.
+        """
+        where = subprocess.run(
+            [str(VENV / "bin" / "python"), "-c", "import airflow_systemd; print(airflow_systemd.__file__)"],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",  # not the checkout, which python -c would put first on sys.path
+            check=True,
+        ).stdout.strip()
+        return {} if Path(where).resolve().is_relative_to(REPO) else {"PYTHONPATH": str(REPO)}
+
     def configure(self, **extra: str) -> None:
         text = "".join(f"{k}={v}\n" for k, v in airflow_settings(self.api_port, **extra).items())
         self.sb.write_file("/etc/default/airflow", text, mode=0o640)
+
+    def switch_executor(self, executor: str, **settings: str) -> None:
+        """The documented switch of the whole installation, README "CeleryExecutor workers": one
+        edit of /etc/default/airflow (the executor, and for Celery the broker's URL), then
+        ``systemctl enable --now`` (or ``disable --now``) the workers and ``systemctl restart
+        airflow.target``, which the caller does."""
+        lines = self.sb.exec("cat", "/etc/default/airflow").stdout.splitlines()
+        settings = {"AIRFLOW__CORE__EXECUTOR": executor, **settings}
+        kept = [line for line in lines if line.split("=", 1)[0] not in settings]
+        text = "".join(f"{line}\n" for line in kept) + "".join(f"{k}={v}\n" for k, v in settings.items())
+        self.sb.write_file("/etc/default/airflow", text, mode=0o640)
+
+    def install_broker(self, watchdog: str = "4s", drain: int = 50) -> SandboxRedis:
+        """Debian's redis-server in the container, for the CeleryExecutor (its URL is for
+        switch_executor); the workers' test drop-in: a short watchdog like the job loops', and a
+        drain bound of DRAIN seconds (the entrypoint's --stop-timeout, shipped 3600) under a
+        TimeoutStopSec= 10 s longer."""
+        broker = SandboxRedis(self.sb)
+        broker.install()
+        unit = self.sb.exec("cat", f"/etc/systemd/system/{WORKER_TEMPLATE}.service").stdout
+        exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+        self.drop_in(
+            "50-test-watchdog.conf",
+            f"[Service]\nWatchdogSec={watchdog}\nTimeoutStopSec={drain + 10}s\n"
+            f"ExecStart=\n{exec_start} --stop-timeout {drain}\n",
+            WORKER_TEMPLATE,
+        )
+        return broker
 
     def drop_in(self, name: str, text: str, service: str | None = None) -> None:
         directory = f"/etc/systemd/system/{service}.service.d" if service else DROP_IN_DIR
@@ -169,9 +233,11 @@ class Deployment:
         self.sql(f"UPDATE dag SET is_paused = false WHERE dag_id = '{name}'")  # retire() paused it
         return name
 
-    def trigger(self, dag_id: str) -> str:
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         run_id = f"afsd_{dag_id}_{time.time_ns()}"
-        self.airflow("dags", "trigger", dag_id, "--run-id", run_id)
+        self.airflow(
+            "dags", "trigger", dag_id, "--run-id", run_id, *(("--conf", json.dumps(conf)) if conf else ())
+        )
         return run_id
 
     def sql(self, statement: str) -> str:
@@ -300,6 +366,11 @@ class Deployment:
     def reset(self, unit: str = SCHEDULER) -> None:
         self.sb.systemctl("stop", unit, check=False)
         self.sb.systemctl("reset-failed", unit, check=False)
+
+
+def worker(queue: str) -> str:
+    """The Celery worker unit serving QUEUE."""
+    return f"{WORKER_TEMPLATE}{queue}.service"
 
 
 def running_loop(d: Deployment) -> bool:
