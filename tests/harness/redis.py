@@ -128,8 +128,15 @@ class RedisServer:
             with contextlib.suppress(psutil.Error):  # psutil refuses a PID reused meanwhile
                 proc.send_signal(sig)
 
-    def freeze(self) -> None:
+    def freeze(self, timeout: float = 10) -> None:
+        """SIGSTOP the server, and return once the kernel has stopped it: the signal is
+        delivered asynchronously, and a test that acts at once must find it frozen."""
         self._signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while any(_status(p) not in _STOPPED for p in self._processes()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not stop within {timeout:g}s of SIGSTOP")
+            time.sleep(0.02)
 
     def thaw(self) -> None:
         self._signal(signal.SIGCONT)
@@ -257,3 +264,13 @@ class SandboxRedis:
         self.thaw()
         self.sb.systemctl("restart", self.unit)
         self.wait_ready(timeout)
+
+
+_STOPPED = {psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD}
+
+
+def _status(proc: psutil.Process) -> str:
+    try:
+        return proc.status()
+    except psutil.Error:  # gone meanwhile: nothing left to stop
+        return psutil.STATUS_DEAD
