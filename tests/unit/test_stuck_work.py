@@ -119,9 +119,9 @@ def test_the_check_reports_a_stuck_queued_task_with_its_ids_then_clears(events):
     check.observe(None, 4, None)
     cleared = events.records[-1]
     assert cleared.MESSAGE_ID == contract.STUCK_WORK_CLEARED and cleared.STUCK_KIND == "queued"
-    assert cleared.STUCK_SECONDS == f"{AFTER * 2 + 1 + 5:.0f}"
+    assert cleared.STUCK_SECONDS == "606"  # since the oldest began to wait
     check.observe(None, 4, None)
-    assert len(events.records) == 4 - 1, "cleared once"
+    assert len(events.records) == 3, "cleared once"
     assert check.status() == ""
 
 
@@ -143,5 +143,6 @@ def test_an_unassigned_trigger_is_reported_and_cleared_on_its_own(events):
     assert "etl.wait[3] (run manual__1)" in record.getMessage()
     clock.now += stuck_work.CHECK_EVERY
     check.observe(queued(AFTER + 5), 4, None)
-    assert events.ids() == [contract.TRIGGER_UNASSIGNED, contract.TASK_QUEUED_TOO_LONG, contract.STUCK_WORK_CLEARED]
+    kinds = [contract.TRIGGER_UNASSIGNED, contract.TASK_QUEUED_TOO_LONG, contract.STUCK_WORK_CLEARED]
+    assert events.ids() == kinds
     assert events.records[-1].STUCK_KIND == "trigger"
