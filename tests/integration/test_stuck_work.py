@@ -198,3 +198,10 @@ def test_a_trigger_no_triggerer_takes_is_reported_then_cleared_once_a_triggerer_
     print(f"trigger: cleared {seen - started:.1f}s after the triggerer was started; {cleared['message']}")
     assert cleared["STUCK_KIND"] == "trigger"
     assert deployment.sql("SELECT triggerer_id IS NOT NULL FROM trigger") == [(True,)]
+
+
+def test_a_bad_threshold_exits_78_with_one_line(start_scheduler):
+    sched = start_scheduler(env={"AIRFLOW_SYSTEMD_STUCK_AFTER": "soon"})
+    assert sched.wait(60) == 78, sched.text()[-2000:]
+    lines = [line for line in sched.text().splitlines() if "configuration error" in line]
+    assert len(lines) == 1 and "AIRFLOW_SYSTEMD_STUCK_AFTER='soon'" in lines[0], sched.text()[-2000:]
