@@ -146,3 +146,19 @@ def test_an_unassigned_trigger_is_reported_and_cleared_on_its_own(events):
     kinds = [contract.TRIGGER_UNASSIGNED, contract.TASK_QUEUED_TOO_LONG, contract.STUCK_WORK_CLEARED]
     assert events.ids() == kinds
     assert events.records[-1].STUCK_KIND == "trigger"
+
+
+def test_install_hooks_the_scheduling_on_airflow_3_and_nothing_on_airflow_2():
+    import airflow
+
+    class Runner:
+        def _do_scheduling(self, session):
+            return 7
+
+    original = Runner._do_scheduling
+    check = stuck_work.install(Runner, {contract.STUCK_AFTER_VARIABLE: "30s"})
+    if airflow.__version__.startswith("2."):
+        assert check is None and Runner._do_scheduling is original
+    else:
+        assert check.after == 30 and Runner._do_scheduling is not original
+        assert Runner._do_scheduling.__wrapped__ is original
