@@ -26,6 +26,9 @@ CONFIG_ERROR = "46c9d6791d074bfab6989370c6010f7f"
 DB_UNREACHABLE = "2979013039c84889b2bf1afa9981dc9e"
 WATCHDOG_NEAR_MISS = "feda47c3a88449ccb91dc4d958278f1d"
 RESTARTED_AFTER_FAILURE = "7b75309fcb914a75bcadc3918affb03e"
+TASK_QUEUED_TOO_LONG = "376b4c3f89294c0e9f7a122e43dac0db"
+TRIGGER_UNASSIGNED = "9a21bd2b45f441cdb1cb73eaa414b068"
+STUCK_WORK_CLEARED = "5a6ed227dfe545b6a589fce66324ec35"
 
 EVENTS = {
     READY: "ready",
@@ -35,6 +38,9 @@ EVENTS = {
     DB_UNREACHABLE: "DB unreachable",
     WATCHDOG_NEAR_MISS: "watchdog near miss",
     RESTARTED_AFTER_FAILURE: "restarted after failure",
+    TASK_QUEUED_TOO_LONG: "task queued too long",
+    TRIGGER_UNASSIGNED: "trigger unassigned",
+    STUCK_WORK_CLEARED: "stuck work cleared",
 }
 
 # --- Files shipped in unit_files/ (the package data install-units and the .deb use).
@@ -53,3 +59,7 @@ ALERT_CONFIG = "/etc/airflow-systemd/alert.conf"  # root:airflow-alert 0640
 ALERT_USER = "airflow-alert"  # airflow-alert@.service's User=
 ALERT_STATE_DIR = "/var/lib/airflow-systemd-alert"  # the alert unit's StateDirectory=
 ALERT_RUNS_DIR = "runs"  # under ALERT_STATE_DIR: the one part the services may read
+
+# --- Stuck work (services/stuck_work.py): the scheduler's threshold, from /etc/default/airflow.
+STUCK_AFTER_VARIABLE = "AIRFLOW_SYSTEMD_STUCK_AFTER"
+DEFAULT_STUCK_AFTER = "5min"

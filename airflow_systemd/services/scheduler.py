@@ -1,4 +1,5 @@
-"""The scheduler: `airflow scheduler`, plus how many task instances each loop queued.
+"""The scheduler: `airflow scheduler`, plus how many task instances each loop queued and, on
+Airflow 3, the stuck-work check (:mod:`.stuck_work`) with the age of the oldest queued task.
 
 ``SchedulerJobRunner._do_scheduling`` returns that count in Airflow 2.10 and 3.x.
 """
@@ -8,12 +9,14 @@ from __future__ import annotations
 import functools
 
 from airflow_systemd.airflow import support
+from airflow_systemd.services import stuck_work
 from airflow_systemd.services.job import JobService
 
 
 def _queued_counter(module):
     runner = module.SchedulerJobRunner
     support.require_attributes(runner, ("_do_scheduling",), "SchedulerJobRunner")
+    check = stuck_work.install(runner)
     queued = [0]
     do_scheduling = runner._do_scheduling
 
@@ -23,7 +26,13 @@ def _queued_counter(module):
         return queued[0]
 
     runner._do_scheduling = do_scheduling_and_count
-    return lambda: f"{queued[0]} task(s) queued by the last loop"
+
+    def activity() -> str:
+        text = f"{queued[0]} task(s) queued by the last loop"
+        oldest = check.status() if check else ""
+        return f"{text}, {oldest}" if oldest else text
+
+    return activity
 
 
 SERVICE = JobService(

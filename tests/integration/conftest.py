@@ -28,6 +28,9 @@ def _installed(distribution: str) -> bool:
 # than skipped (with CI=true a skip fails).
 if not _installed("apache-airflow-providers-celery"):
     collect_ignore_glob = ["test_redis_*.py", "test_celery_*.py"]
+# The stuck-work check is Airflow 3's only (2.x gets nothing new).
+if metadata.version("apache-airflow").startswith("2."):
+    collect_ignore_glob = [*globals().get("collect_ignore_glob", []), "test_stuck_work.py"]
 
 
 @pytest.fixture(scope="session")

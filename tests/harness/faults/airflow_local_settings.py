@@ -8,6 +8,7 @@ Nothing here ships.
 """
 
 import json
+import logging
 import multiprocessing
 import os
 import subprocess
@@ -20,6 +21,12 @@ OUT = os.environ.get("AFSD_TEST_OUT", "")
 # Optional: a file that must exist for the fault to fire, removed when it does, so that a
 # restarted service (under systemd) runs clean.
 ONCE = os.environ.get("AFSD_TEST_FAULT_ONCE", "")
+# "drop-first-workload": the task whose first workload the LocalExecutor loses.
+DROP_TASK = os.environ.get("AFSD_TEST_DROP_TASK", "stuck")
+# Optional: a file where airflow-systemd's events are recorded with their journal fields, one JSON
+# object per line (outside systemd they are plain text lines, without fields).
+EVENTS = os.environ.get("AFSD_TEST_EVENTS", "")
+LOCAL_EXECUTOR_MODULE = "airflow.executors.local_executor"
 
 STUBBORN_CHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
 SETSID_GRANDCHILD = (
@@ -105,7 +112,41 @@ def _patch(module):
     module.SchedulerJobRunner._do_scheduling = _do_scheduling
 
 
-if FAULT == "unsupported-version":
+def _drop_first_workload(module):
+    # The LocalExecutor loses the first workload of task DROP_TASK: the scheduler has set the task
+    # instance queued, the executor never runs it and keeps its slots free (apache/airflow#56045).
+    executor = module.LocalExecutor
+    queue_workload = executor.queue_workload
+    dropped = []
+
+    def queue_workload_dropping_one(self, workload, *args, **kwargs):
+        ti = getattr(workload, "ti", None)
+        if ti is not None and ti.task_id == DROP_TASK and not dropped:
+            dropped.append(ti.task_id)
+            _report({"dropped": [ti.dag_id, ti.task_id, ti.run_id]})
+            return None
+        return queue_workload(self, workload, *args, **kwargs)
+
+    executor.queue_workload = queue_workload_dropping_one
+
+
+class _EventRecorder(logging.Handler):
+    def emit(self, record):
+        fields = {k: str(v) for k, v in vars(record).items() if k.isupper()}
+        line = json.dumps({"message": record.getMessage(), "level": record.levelname, **fields})
+        with open(EVENTS, "a") as f:
+            f.write(line + "\n")
+
+
+if EVENTS and not any(isinstance(h, _EventRecorder) for h in logging.getLogger("airflow_systemd").handlers):
+    logging.getLogger("airflow_systemd").addHandler(_EventRecorder())
+
+if FAULT == "drop-first-workload":
+    if LOCAL_EXECUTOR_MODULE in sys.modules:
+        _drop_first_workload(sys.modules[LOCAL_EXECUTOR_MODULE])
+    else:
+        call_after_import(LOCAL_EXECUTOR_MODULE, _drop_first_workload)
+elif FAULT == "unsupported-version":
     # Imported while `import airflow` runs: the version airflow-systemd reads next.
     sys.modules["airflow"].__version__ = "2.9.3"
 elif FAULT:
