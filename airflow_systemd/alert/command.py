@@ -235,10 +235,14 @@ message), mail through the local sendmail, or commands (JSON on stdin).
 The shipped units start it in airflow-alert@.service, as the airflow-alert account:
 after every run, as airflow-alert@UNIT:RESULT:EXIT_CODE:EXIT_STATUS:INVOCATION_ID (their
 ExecStopPost= fills these in; a run that failed is alerted), and from
-OnFailure=airflow-alert@%N.service once the unit has failed for good. At most max_alerts
-alerts per unit per window; the first failure after a good run, and a unit that stays
-down, always go out. Run by hand with a plain UNIT, it reports the unit's current state
-(try your channels with it, as root or airflow-alert; --dry-run prints the payload).
+OnFailure=airflow-alert@%N.service once the unit has failed for good, and as
+airflow-alert@UNIT:started once the unit is READY (ExecStartPost=). Failures that share a
+cause (the run's last failure event: MESSAGE_ID) within incident_window, of any unit, are
+one incident: one alert naming every unit, one "resolved" when all are active again. A
+unit that stays down always gets its own alert. With incident_window = 0, at most
+max_alerts alerts per unit per window; the first failure after a good run always goes
+out. Run by hand with a plain UNIT, it reports the unit's current state (try your
+channels with it, as root or airflow-alert; --dry-run prints the payload).
 
 Channels and limits: --config (default {DEFAULT_CONFIG}), documented in the
 template install-units writes there. State: {STATE_DIR}.
@@ -262,7 +266,10 @@ def register(subparsers) -> None:
         "--config", default=DEFAULT_CONFIG, metavar="PATH", help="channels and limits (default: %(default)s)"
     )
     parser.add_argument(
-        "--state-dir", default=STATE_DIR, metavar="DIR", help="rate limits and runs (default: %(default)s)"
+        "--state-dir",
+        default=STATE_DIR,
+        metavar="DIR",
+        help="rate limits, incidents and runs (default: %(default)s)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the payload; deliver nothing, record nothing"

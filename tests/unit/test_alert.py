@@ -231,6 +231,8 @@ def test_the_instance_name_carries_how_the_run_ended():
         UNIT,
         {"SERVICE_RESULT": "watchdog", "EXIT_CODE": "dumped", "EXIT_STATUS": "ABRT", "INVOCATION_ID": "inv7"},
     )
+    # the unit's ExecStartPost=: it is READY again
+    assert parse_instance("airflow-scheduler:started") == (UNIT, {"STARTED": "1"})
     # a run whose main process never started: systemd fills in nothing for the exit
     assert parse_instance("airflow-scheduler:resources:::inv8")[1]["EXIT_CODE"] == ""
     for bad in ("airflow-scheduler:exit-code", "airflow-scheduler::exited:1:inv1", "a:b:c:d:e:f"):
@@ -466,7 +468,10 @@ def _alert_command(tmp_path, config_text, env):
     # -I as the unit runs it; the checkout under test first on sys.path (-I leaves out the working
     # directory, and the venv may hold another checkout: a worktree's tests ran main's code).
     root = str(Path(__file__).resolve().parents[2])
-    code = f"import runpy, sys; sys.path.insert(0, {root!r}); runpy.run_module('airflow_systemd', run_name='__main__', alter_sys=True)"
+    code = (
+        f"import runpy, sys; sys.path.insert(0, {root!r}); "
+        "runpy.run_module('airflow_systemd', run_name='__main__', alter_sys=True)"
+    )
     command = [sys.executable, "-I", "-c", code, "alert", instance]
     return subprocess.run(
         [*command, "--config", str(config), "--state-dir", str(tmp_path / "state")],
@@ -570,6 +575,8 @@ def test_install_writes_the_alert_unit_the_catalog_and_the_channels_template(tmp
         "airflow-alert@%N:${SERVICE_RESULT}:${EXIT_CODE}:${EXIT_STATUS}:${INVOCATION_ID}.service" in scheduler
     )
     assert "OnFailure=airflow-alert@%N.service" in scheduler
+    # Once READY, it tells the alert it is active again (the end of an incident).
+    assert "ExecStartPost=-+systemctl start --no-block airflow-alert@%N:started.service" in scheduler
     catalog = (tmp_path / "catalog" / command.CATALOG).read_text()
     assert catalog.startswith(files.MARKER) and journal.CRASHED in catalog
     config = tmp_path / "etc" / "alert.conf"

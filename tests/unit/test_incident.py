@@ -15,6 +15,7 @@ import json
 import stat
 import threading
 import time
+from importlib import resources
 
 import pytest
 
@@ -210,3 +211,15 @@ def test_the_alerts_of_an_outage_per_unit_and_as_an_incident(tmp_path, restarts)
         grouped = scenario(tmp_path / "incident", receiver, restarts)
     # The per-unit limit lets max_alerts (3) per unit per hour through; an incident is two.
     assert (per_unit, grouped) == (4 * min(1 + restarts, 3), 2)
+
+
+def test_every_unit_that_alerts_its_failures_also_reports_that_it_is_back():
+    units = resources.files("airflow_systemd") / "unit_files"
+    alerting = [u for u in units.iterdir() if "ExecStopPost=-+systemctl start airflow-alert@" in _text(u)]
+    assert len(alerting) == 6
+    for unit in alerting:
+        assert "ExecStartPost=-+systemctl start --no-block airflow-alert@%N:started.service" in _text(unit)
+
+
+def _text(path) -> str:
+    return path.read_text() if path.is_file() else ""
