@@ -157,7 +157,8 @@ def _incident(run: AlertRun, stop: Stop) -> dict | None:
             book, run.unit, cause, words, stop, run.now, run.settings.incident_window
         )
     if not new:
-        log.info("alert for %s: part of the incident opened at %s (%s)", run.unit, opened["opened"], words)
+        since = time.strftime("%H:%M:%S UTC", time.gmtime(opened["opened"]))
+        log.info("alert for %s: part of the incident opened at %s: %s", run.unit, since, words)
         return None
     if run.settings.channels:  # (none: nothing to send, nothing to wait for)
         time.sleep(run.settings.incident_wait)  # the other units' failures, started at once, join
