@@ -13,9 +13,15 @@ code) in ``airflow-alert@.service``, started two ways:
   $MONITOR_SERVICE_RESULT & co. A failure systemd was never going to restart (exit 78, a
   configuration error) is alerted by whichever of the two comes first; this adds the alert
   that systemd gave up restarting (start limit hit).
+* After each start of an Airflow unit, once it is READY, by its
+  ``ExecStartPost=-+systemctl start --no-block airflow-alert@%N:started``: the unit is active
+  again, which may end an incident.
 * By hand, for the unit's current state: to try the channels (``--dry-run`` prints the payload).
 
-One alert per failure, rate-limited per unit: at most ``max_alerts`` per ``window``, except
+Failures that systemd restarts are grouped into incidents (:mod:`.incident`): those that
+share a cause, of any unit, within ``incident_window`` are one alert, and one "resolved" alert
+follows when all their units are active again. With ``incident_window = 0``: one alert per
+failure, rate-limited per unit: at most ``max_alerts`` per ``window``, except
 that the first failure after a run that did not fail, and a unit that stays down, are always
 delivered. Alerts held back are counted in the next one. The rate-limit state lives in
 the alert's StateDirectory= (:mod:`.history`), which only this account can read; how each
@@ -32,6 +38,7 @@ service's result stays its own.
 
 The modules, in the order a run goes through them: :mod:`.command` (the subcommand, and the
 three ways it runs), :mod:`.config`, :mod:`.systemd` (what systemd says: restart rule, state,
-journal), :mod:`.history` (the locked per-unit state, rate limit), :mod:`.payload`,
+journal), :mod:`.history` (the locked per-unit state, rate limit; the locked incidents file),
+:mod:`.incident`, :mod:`.payload`,
 :mod:`.channels`. Nothing is re-exported here: importing the package imports none of them.
 """

@@ -19,10 +19,10 @@ import time
 from collections.abc import Mapping
 
 from airflow_systemd import journal
-from airflow_systemd.alert import history
+from airflow_systemd.alert import history, incident
 from airflow_systemd.alert.channels import deliver
 from airflow_systemd.alert.config import ConfigProblem, Settings, load_config
-from airflow_systemd.alert.payload import build_payload
+from airflow_systemd.alert.payload import build_payload, incident_payload, resolved_payload
 from airflow_systemd.alert.systemd import Systemd, current_stop, evidence, will_restart
 from airflow_systemd.contract import ALERT_CONFIG as DEFAULT_CONFIG
 from airflow_systemd.contract import ALERT_STATE_DIR as STATE_DIR
@@ -45,11 +45,14 @@ def parse_instance(instance: str) -> tuple[str, dict[str, str]]:
 
     ``UNIT:RESULT:EXIT_CODE:EXIT_STATUS:INVOCATION_ID`` (what each unit's ExecStopPost= asks
     for, systemd filling in the variables of systemd.exec(5)) gives those as the variables an
-    ExecStopPost= would see; a bare ``UNIT`` (OnFailure=, or by hand) gives none.
+    ExecStopPost= would see; a bare ``UNIT`` (OnFailure=, or by hand) gives none;
+    ``UNIT:started`` (the unit's ExecStartPost=, once it is READY) gives ``STARTED``.
     """
     name, *ended = instance.split(":")
     if not ended:
         return unit_name(name), {}
+    if ended == ["started"]:  # the unit's ExecStartPost=: it is active again
+        return unit_name(name), {"STARTED": "1"}
     if len(ended) != 4 or not ended[0]:
         raise ValueError(f"{instance!r}: expected UNIT or UNIT:RESULT:EXIT_CODE:EXIT_STATUS:INVOCATION_ID")
     keys = ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS", "INVOCATION_ID")
@@ -91,6 +94,8 @@ def alert(
     """Handle one run of the command; returns the payload if there is one to deliver."""
     now = time.time() if now is None else now
     run = AlertRun(unit, settings, systemd or Systemd(), state_dir, now, dry_run)
+    if "STARTED" in environ:
+        return None if dry_run else _started(run)
     if "SERVICE_RESULT" in environ:
         return _after_run(run, Stop.from_environ(environ))
     if "MONITOR_SERVICE_RESULT" in environ:
@@ -99,7 +104,9 @@ def alert(
 
 
 def _after_run(run: AlertRun, ended: Stop) -> dict | None:
-    """ExecStopPost=: record how the run ended; alert a failure, within the rate limit."""
+    """ExecStopPost=: record how the run ended; alert a failure: one systemd restarts as part of
+    an incident (or, with ``incident_window = 0``, within the unit's rate limit), one it does
+    not restart always."""
     if ended.result == "success":
         restarts = False
     else:
@@ -119,9 +126,16 @@ def _after_run(run: AlertRun, ended: Stop) -> dict | None:
             return None
         if not restarts and history.alerted_final(state, stop, run.unit):
             return None
-        held_back = history.admit(state, previous, run.now, run.settings, final=not restarts)
+        grouped = restarts and run.settings.incident_window > 0  # then not rate-limited per unit
+        if not grouped:
+            held_back = history.admit(state, previous, run.now, run.settings, final=not restarts)
         if not restarts:
             history.mark_final(state, stop)
+    if grouped:
+        return _incident(run, stop)
+    if not restarts:
+        with history.locked_incidents(run.state_dir) as book:
+            incident.record_down(book, run.unit, run.now)
     if held_back is None:
         log.info(
             "alert for %s held back: %d alerts in the last %gs (max_alerts)",
@@ -131,6 +145,37 @@ def _after_run(run: AlertRun, ended: Stop) -> dict | None:
         )
         return None
     return run.payload(stop, kind, held_back)
+
+
+def _incident(run: AlertRun, stop: Stop) -> dict | None:
+    """A failure systemd restarts, with incidents on: alerted only if it opens an incident, and
+    then after ``incident_wait``, naming every unit that failed with the same cause by then."""
+    entries = run.systemd.journal(run.unit)
+    cause, words = incident.cause_of(entries, stop)
+    with history.locked_incidents(run.state_dir) as book:
+        opened, new = incident.record_failure(
+            book, run.unit, cause, words, stop, run.now, run.settings.incident_window
+        )
+    if not new:
+        since = time.strftime("%H:%M:%S UTC", time.gmtime(opened["opened"]))
+        log.info("alert for %s: part of the incident opened at %s: %s", run.unit, since, words)
+        return None
+    if run.settings.channels:  # (none: nothing to send, nothing to wait for)
+        time.sleep(run.settings.incident_wait)  # the other units' failures, started at once, join
+    with history.locked_incidents(run.state_dir) as book:
+        taken = incident.take(book, opened["id"])
+    found = evidence(entries, stop.invocation_id, run.settings.error_lines)
+    first = build_payload(run.unit, stop, "failed", found, 0, run.now, socket.gethostname())
+    return incident_payload(first, taken or opened, socket.gethostname())
+
+
+def _started(run: AlertRun) -> dict | None:
+    """ExecStartPost=: the unit is active again; alert the incidents this resolves."""
+    with history.locked_incidents(run.state_dir) as book:
+        resolved = incident.record_started(book, run.unit, run.now)
+    if not resolved:
+        return None
+    return resolved_payload(run.unit, resolved, run.now, socket.gethostname())
 
 
 def _unit_failed(run: AlertRun, stop: Stop) -> dict | None:
@@ -191,10 +236,14 @@ message), mail through the local sendmail, or commands (JSON on stdin).
 The shipped units start it in airflow-alert@.service, as the airflow-alert account:
 after every run, as airflow-alert@UNIT:RESULT:EXIT_CODE:EXIT_STATUS:INVOCATION_ID (their
 ExecStopPost= fills these in; a run that failed is alerted), and from
-OnFailure=airflow-alert@%N.service once the unit has failed for good. At most max_alerts
-alerts per unit per window; the first failure after a good run, and a unit that stays
-down, always go out. Run by hand with a plain UNIT, it reports the unit's current state
-(try your channels with it, as root or airflow-alert; --dry-run prints the payload).
+OnFailure=airflow-alert@%N.service once the unit has failed for good, and as
+airflow-alert@UNIT:started once the unit is READY (ExecStartPost=). Failures that share a
+cause (the run's last failure event: MESSAGE_ID) within incident_window, of any unit, are
+one incident: one alert naming every unit, one "resolved" when all are active again. A
+unit that stays down always gets its own alert. With incident_window = 0, at most
+max_alerts alerts per unit per window; the first failure after a good run always goes
+out. Run by hand with a plain UNIT, it reports the unit's current state (try your
+channels with it, as root or airflow-alert; --dry-run prints the payload).
 
 Channels and limits: --config (default {DEFAULT_CONFIG}), documented in the
 template install-units writes there. State: {STATE_DIR}.
@@ -218,7 +267,10 @@ def register(subparsers) -> None:
         "--config", default=DEFAULT_CONFIG, metavar="PATH", help="channels and limits (default: %(default)s)"
     )
     parser.add_argument(
-        "--state-dir", default=STATE_DIR, metavar="DIR", help="rate limits and runs (default: %(default)s)"
+        "--state-dir",
+        default=STATE_DIR,
+        metavar="DIR",
+        help="rate limits, incidents and runs (default: %(default)s)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the payload; deliver nothing, record nothing"

@@ -46,20 +46,25 @@ class Command:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The rate limit (``max_alerts`` per ``window``), each channel's ``timeout``, and the
-    channels; no channel means nothing is sent (the runs are still recorded)."""
+    """The rate limit (``max_alerts`` per ``window``), incidents (failures with one cause within
+    ``incident_window``, alerted ``incident_wait`` after the first; a window of 0 turns them off),
+    each channel's ``timeout``, and the channels; no channel means nothing is sent (the runs are
+    still recorded)."""
 
     max_alerts: int = 3
     window: float = 3600.0
     timeout: float = 10.0
     error_lines: int = 10
+    incident_window: float = 600.0
+    incident_wait: float = 20.0
     channels: tuple = ()
 
 
+MAX_INCIDENT_WAIT = 30.0  # plus the channels' timeout, within airflow-alert@'s TimeoutStartSec=60s
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|hr|d)?\s*$")
 _UNITS = {None: 1, "ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 _KEYS = {
-    "alert": {"max_alerts", "window", "timeout", "error_lines"},
+    "alert": {"max_alerts", "window", "timeout", "error_lines", "incident_window", "incident_wait"},
     "webhook": {"url", "slack", "header"},
     "email": {"to", "from", "sendmail"},
     "command": {"command"},
@@ -117,9 +122,14 @@ def _alert_options(options, where: str) -> dict:
             raise ConfigProblem(f"{where}: max_alerts must be at least 1 (the first failure always goes out)")
     if "error_lines" in options:
         values["error_lines"] = max(1, options.getint("error_lines"))
-    for key in ("window", "timeout"):
+    for key in ("window", "timeout", "incident_window", "incident_wait"):
         if key in options:
             values[key] = parse_duration(options[key], f"{where} {key}")
+    if values.get("incident_wait", 0) > MAX_INCIDENT_WAIT:
+        raise ConfigProblem(
+            f"{where}: incident_wait must be at most {MAX_INCIDENT_WAIT:g}s "
+            "(it and the channels' timeout fit in the alert unit's TimeoutStartSec=60s)"
+        )
     return values
 
 

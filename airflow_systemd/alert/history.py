@@ -22,6 +22,7 @@ from airflow_systemd.contract import ALERT_STATE_DIR as STATE_DIR
 from airflow_systemd.last_run import Stop, read_json, run_file
 
 log = logging.getLogger("airflow_systemd")
+INCIDENTS = "incidents"  # incidents.json: no unit is named so (units have a suffix)
 
 
 def _state_file(state_dir: str, unit: str) -> str:
@@ -40,6 +41,31 @@ def _write_json(path: str, value: dict, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _prepare(state_dir: str) -> None:
+    runs = os.path.join(state_dir, RUNS_DIR)
+    os.makedirs(runs, exist_ok=True)
+    os.chmod(state_dir, 0o711)
+    os.chmod(runs, 0o755)
+
+
+@contextlib.contextmanager
+def _locked(state_dir: str, name: str) -> Iterator[None]:
+    with open(os.open(os.path.join(state_dir, f"{name}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def locked_incidents(state_dir: str = STATE_DIR) -> Iterator[dict]:
+    """The incidents of all units (:mod:`.incident`), ``incidents.json``, read and written
+    back under an exclusive lock of their own, with the same modes as a unit's state (0600)."""
+    _prepare(state_dir)
+    with _locked(state_dir, INCIDENTS):
+        book = read_json(os.path.join(state_dir, f"{INCIDENTS}.json"))
+        yield book
+        _write_json(os.path.join(state_dir, f"{INCIDENTS}.json"), book, 0o600)
+
+
 @contextlib.contextmanager
 def locked_state(unit: str, state_dir: str = STATE_DIR) -> Iterator[dict]:
     """The unit's state, read and written back under an exclusive lock (flock).
@@ -48,12 +74,8 @@ def locked_state(unit: str, state_dir: str = STATE_DIR) -> Iterator[dict]:
     rate limit's state nor list the units; it can open ``runs/UNIT.json``, the last run's end
     (0644 in a 0755 directory), which the service reads at start.
     """
-    runs = os.path.join(state_dir, RUNS_DIR)
-    os.makedirs(runs, exist_ok=True)
-    os.chmod(state_dir, 0o711)
-    os.chmod(runs, 0o755)
-    with open(os.open(os.path.join(state_dir, f"{unit}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)) as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    _prepare(state_dir)
+    with _locked(state_dir, unit):
         state = read_state(unit, state_dir)
         yield state
         _write_json(_state_file(state_dir, unit), state, 0o600)

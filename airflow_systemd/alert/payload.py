@@ -68,3 +68,75 @@ def slack_payload(payload: dict) -> dict:
     if payload["errors"]:
         text += "\n```\n" + "\n".join(payload["errors"]) + "\n```"
     return {"text": text}
+
+
+def incident_payload(first: dict, incident: Mapping, host: str) -> dict:
+    """The one alert of an incident: the first failure's payload (``first``), with the cause and
+    every unit that failed with it so far."""
+    units = sorted(incident["units"])
+    failures = sum(m["failures"] for m in incident["units"].values())
+    summary = (
+        f"incident on {host}: {len(units)} unit(s) failed with one cause, {incident['words']}: "
+        f"{', '.join(units)} ({failures} failure(s) since {_clock(incident['opened'])}; "
+        f"first {first['unit']}, {Stop.from_record(incident['first']['stop']).describe()})"
+    )
+    over = all(m["state"] == "back" for m in incident["units"].values())
+    summary += (
+        "; all active again already" if over else "; a 'resolved' alert follows when all are active again"
+    )
+    return {
+        **first,
+        "kind": "incident",
+        "restarts": True,
+        "summary": summary,
+        "cause": incident["cause"],
+        "units": units,
+        "failures": failures,
+        "resolved": over,
+        "incident": incident["id"],
+    }
+
+
+def resolved_payload(unit: str, incidents: list[Mapping], now: float, host: str) -> dict:
+    """The end of one or more incidents: every unit of each is active again (``unit`` last)."""
+    units = sorted({u for i in incidents for u in i["units"]})
+    failures = sum(m["failures"] for i in incidents for m in i["units"].values())
+    opened = min(i["opened"] for i in incidents)
+    causes = "; ".join(i["words"] for i in incidents)
+    summary = (
+        f"resolved on {host}: {', '.join(units)} active again ({unit} last), "
+        f"{_duration(now - opened)} after the incident opened at {_clock(opened)} "
+        f"({failures} failure(s)): {causes}"
+    )
+    return {
+        "unit": unit,
+        "host": host,
+        "kind": "resolved",
+        "result": "",
+        "exit_code": "",
+        "exit_status": "",
+        "invocation_id": "",
+        "restarts": False,
+        "start_limit_hit": False,
+        "time": datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(timespec="seconds"),
+        "summary": summary,
+        "last_error": "",
+        "errors": [],
+        "exception": None,
+        "held_back": 0,
+        "journal": f"journalctl -u {' -u '.join(units)} --since @{int(opened)}",
+        "cause": "; ".join(i["cause"] for i in incidents),
+        "units": units,
+        "failures": failures,
+        "resolved": True,
+        "incident": "; ".join(i["id"] for i in incidents),
+    }
+
+
+def _clock(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%H:%M:%S UTC")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}min {seconds % 60}s" if seconds >= 60 else f"{seconds}s"

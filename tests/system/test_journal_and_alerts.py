@@ -65,7 +65,8 @@ def alerts(unit):
         unit.sb.exec("rm", "-rf", ALERT_STATE)
         unit.sb.write_file(
             ALERT_CONFIG,
-            f"[alert]\nmax_alerts = {MAX_ALERTS}\nwindow = 1h\ntimeout = 5s\n"
+            # One unit's failures, each alerted within the per-unit limit: incidents off.
+            f"[alert]\nmax_alerts = {MAX_ALERTS}\nwindow = 1h\ntimeout = 5s\nincident_window = 0\n"
             f"[webhook]\nurl = {receiver.url}\n",
             mode=0o640,
         )

@@ -7,6 +7,7 @@ local HTTP server, a command, a stand-in sendmail. Also the alert's part of inst
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pwd
@@ -44,6 +45,8 @@ from tests.harness.receiver import Receiver
 
 UNIT = "airflow-scheduler.service"
 SHIPPED = {"Restart": "on-failure", "RestartPreventExitStatus": "78", "RestartForceExitStatus": ""}
+# The per-unit rate limit alone: incidents (test_incident.py) off.
+PerUnit = functools.partial(Settings, incident_window=0)
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="checks access as another user: needs root")
 
 
@@ -205,7 +208,7 @@ def test_rate_limit_lets_the_first_of_a_loop_through_and_counts_what_it_holds_ba
 
 def test_a_clean_stop_is_recorded_and_not_alerted(tmp_path):
     env = after_run(result="success", code="exited", status="0")
-    assert alert(UNIT, env, Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path)) is None
+    assert alert(UNIT, env, PerUnit(), systemd=FakeSystemd(), state_dir=str(tmp_path)) is None
     stop = previous_stop(UNIT, str(tmp_path))
     assert (stop.result, stop.invocation_id, stop.restarts) == ("success", "inv1", False)
 
@@ -228,6 +231,8 @@ def test_the_instance_name_carries_how_the_run_ended():
         UNIT,
         {"SERVICE_RESULT": "watchdog", "EXIT_CODE": "dumped", "EXIT_STATUS": "ABRT", "INVOCATION_ID": "inv7"},
     )
+    # the unit's ExecStartPost=: it is READY again
+    assert parse_instance("airflow-scheduler:started") == (UNIT, {"STARTED": "1"})
     # a run whose main process never started: systemd fills in nothing for the exit
     assert parse_instance("airflow-scheduler:resources:::inv8")[1]["EXIT_CODE"] == ""
     for bad in ("airflow-scheduler:exit-code", "airflow-scheduler::exited:1:inv1", "a:b:c:d:e:f"):
@@ -250,7 +255,7 @@ def test_a_failure_names_the_unit_the_result_and_the_last_error_of_that_run(tmp_
     payload = alert(
         UNIT,
         after_run(),
-        Settings(),
+        PerUnit(),
         systemd=FakeSystemd(entries=entries),
         state_dir=str(tmp_path),
         now=0,
@@ -276,7 +281,7 @@ def test_a_failure_names_the_unit_the_result_and_the_last_error_of_that_run(tmp_
 
 
 def test_a_crash_loop_alerts_its_first_failure_then_no_more_than_the_limit(tmp_path):
-    settings = Settings(max_alerts=2, window=3600)
+    settings = PerUnit(max_alerts=2, window=3600)
     sent, start = [], time.time()
     for i in range(6):
         payload = alert(
@@ -302,24 +307,24 @@ def test_a_crash_loop_alerts_its_first_failure_then_no_more_than_the_limit(tmp_p
 
 def test_a_failure_systemd_does_not_restart_is_one_alert(tmp_path):
     args = dict(systemd=FakeSystemd(), state_dir=str(tmp_path))
-    payload = alert(UNIT, after_run(status="78"), Settings(), **args)
+    payload = alert(UNIT, after_run(status="78"), PerUnit(), **args)
     assert (payload["kind"], payload["restarts"]) == ("down", False)
     assert "stays down" in payload["summary"]
-    assert alert(UNIT, unit_failed(status="78"), Settings(), **args) is None
+    assert alert(UNIT, unit_failed(status="78"), PerUnit(), **args) is None
 
 
 def test_a_failure_systemd_does_not_restart_is_one_alert_whichever_hook_comes_first(tmp_path):
     # systemd starts the after-run and the OnFailure= alert for it; both run on their own.
     args = dict(systemd=FakeSystemd(), state_dir=str(tmp_path))
-    assert alert(UNIT, unit_failed(status="78"), Settings(), **args)["kind"] == "down"
-    assert alert(UNIT, after_run(status="78"), Settings(), **args) is None
+    assert alert(UNIT, unit_failed(status="78"), PerUnit(), **args)["kind"] == "down"
+    assert alert(UNIT, after_run(status="78"), PerUnit(), **args) is None
     assert previous_stop(UNIT, str(tmp_path)).exit_status == "78"  # still recorded
 
 
 def test_giving_up_after_restarts_is_alerted_once(tmp_path):
     entries = [entry("airflow-scheduler.service: Start request repeated too quickly.", priority=4)]
     args = dict(systemd=FakeSystemd(entries=entries), state_dir=str(tmp_path))
-    settings = Settings(max_alerts=1)
+    settings = PerUnit(max_alerts=1)
     assert alert(UNIT, after_run(invocation="inv0"), settings, **args)["kind"] == "failed"
     assert alert(UNIT, after_run(), settings, **args) is None  # held back by the limit
     payload = alert(UNIT, unit_failed(), settings, **args)  # the limit does not apply
@@ -329,13 +334,13 @@ def test_giving_up_after_restarts_is_alerted_once(tmp_path):
 
 
 def test_a_unit_failed_with_no_run_recorded_is_alerted(tmp_path):
-    payload = alert(UNIT, unit_failed(), Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path))
+    payload = alert(UNIT, unit_failed(), PerUnit(), systemd=FakeSystemd(), state_dir=str(tmp_path))
     assert payload["kind"] == "down"
 
 
 def test_dry_run_records_nothing(tmp_path):
     payload = alert(
-        UNIT, after_run(), Settings(), systemd=FakeSystemd(), state_dir=str(tmp_path), dry_run=True
+        UNIT, after_run(), PerUnit(), systemd=FakeSystemd(), state_dir=str(tmp_path), dry_run=True
     )
     assert payload["kind"] == "failed"
     assert list(tmp_path.iterdir()) == []
@@ -350,7 +355,7 @@ def test_by_hand_it_reports_the_current_state():
         "ActiveState": "activating",
         "SubState": "auto-restart",
     }
-    payload = alert(UNIT, {}, Settings(), systemd=FakeSystemd(props=props))
+    payload = alert(UNIT, {}, PerUnit(), systemd=FakeSystemd(props=props))
     assert (payload["kind"], payload["exit_code"], payload["exit_status"]) == ("status", "dumped", "ABRT")
     assert "activating/auto-restart" in payload["summary"]
 
@@ -372,7 +377,7 @@ def _payload():
 
 def test_webhooks_get_the_json_or_a_slack_message():
     with Receiver() as receiver:
-        settings = Settings(
+        settings = PerUnit(
             channels=(
                 Webhook("webhook:json", receiver.url, headers=(("Authorization", "Bearer t"),)),
                 Webhook("webhook:slack", receiver.url, slack=True),
@@ -392,7 +397,7 @@ def test_command_and_mail_channels(tmp_path):
     sendmail = tmp_path / "sendmail"
     sendmail.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\ncat > {tmp_path}/mail\n')
     sendmail.chmod(0o755)
-    settings = Settings(
+    settings = PerUnit(
         channels=(
             Command(
                 "command:c",
@@ -417,7 +422,7 @@ def test_a_failing_channel_is_logged_and_the_others_still_get_it(caplog_airflow_
     port = closed.getsockname()[1]
     closed.close()
     with Receiver() as good, Receiver(status=500) as bad:
-        settings = Settings(
+        settings = PerUnit(
             timeout=5,
             channels=(
                 Webhook("webhook:good", good.url),
@@ -460,7 +465,14 @@ def _alert_command(tmp_path, config_text, env):
         keys = ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS", "INVOCATION_ID")
         instance += "".join(f":{env[key]}" for key in keys)
         env = {}
-    command = [sys.executable, "-I", "-m", "airflow_systemd", "alert", instance]
+    # -I as the unit runs it; the checkout under test first on sys.path (-I leaves out the working
+    # directory, and the venv may hold another checkout: a worktree's tests ran main's code).
+    root = str(Path(__file__).resolve().parents[2])
+    code = (
+        f"import runpy, sys; sys.path.insert(0, {root!r}); "
+        "runpy.run_module('airflow_systemd', run_name='__main__', alter_sys=True)"
+    )
+    command = [sys.executable, "-I", "-c", code, "alert", instance]
     return subprocess.run(
         [*command, "--config", str(config), "--state-dir", str(tmp_path / "state")],
         env={**os.environ, **env},
@@ -473,7 +485,9 @@ def _alert_command(tmp_path, config_text, env):
 
 def test_the_command_exits_0_when_every_channel_fails(tmp_path):
     with Receiver(status=503) as receiver:
-        result = _alert_command(tmp_path, f"[webhook]\nurl = {receiver.url}\n", after_run())
+        result = _alert_command(
+            tmp_path, f"[alert]\nincident_window = 0\n[webhook]\nurl = {receiver.url}\n", after_run()
+        )
         assert len(receiver.bodies) == 1
     assert result.returncode == 0
     assert "webhook:webhook failed: HTTP 503" in result.stderr
@@ -484,7 +498,9 @@ def test_a_hanging_channel_is_given_up_on_in_time(tmp_path):
     with Receiver(delay=30) as receiver:
         t0 = time.monotonic()
         result = _alert_command(
-            tmp_path, f"[alert]\ntimeout = 1s\n[webhook]\nurl = {receiver.url}\n", after_run()
+            tmp_path,
+            f"[alert]\ntimeout = 1s\nincident_window = 0\n[webhook]\nurl = {receiver.url}\n",
+            after_run(),
         )
         elapsed = time.monotonic() - t0
     assert result.returncode == 0
@@ -559,6 +575,8 @@ def test_install_writes_the_alert_unit_the_catalog_and_the_channels_template(tmp
         "airflow-alert@%N:${SERVICE_RESULT}:${EXIT_CODE}:${EXIT_STATUS}:${INVOCATION_ID}.service" in scheduler
     )
     assert "OnFailure=airflow-alert@%N.service" in scheduler
+    # Once READY, it tells the alert it is active again (the end of an incident).
+    assert "ExecStartPost=-+systemctl start --no-block airflow-alert@%N:started.service" in scheduler
     catalog = (tmp_path / "catalog" / command.CATALOG).read_text()
     assert catalog.startswith(files.MARKER) and journal.CRASHED in catalog
     config = tmp_path / "etc" / "alert.conf"
