@@ -80,7 +80,7 @@ def attack(unit):
         sb.exec("rm", "-rf", ALERT_STATE)
         sb.write_file(
             ALERT_CONFIG,
-            f"[alert]\nmax_alerts = 20\ntimeout = 10s\n[webhook]\nurl = {receiver.url}\n"
+            f"[alert]\nmax_alerts = 20\ntimeout = 10s\nincident_window = 0\n[webhook]\nurl = {receiver.url}\n"
             f"[command:hold]\ncommand = /bin/sleep {HOLD}\n",
             mode=0o640,
         )
