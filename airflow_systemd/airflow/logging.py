@@ -5,12 +5,12 @@
 masking) but not its layout: journald keeps the time and PRIORITY, so MESSAGE is the event
 text alone (:func:`message_text`), the logger is LOGGER, the code that logged is
 CODE_FILE/CODE_LINE/CODE_FUNC (absent when unknown), and DAG_ID, RUN_ID, TASK_ID,
-TRY_NUMBER, MAP_INDEX and TI_ID are fields when a record carries them. In Airflow 3 they often do: a task
-binds them to its structlog context, and the LocalExecutor copies every task log line to the
-scheduler's console. Airflow 2.10's triggerer attaches the task instance to its records. Task
-logs still go to their files (the UI reads them there): only what went to the journal before
-goes to the journal now, and whatever Airflow redirects (2.10's task and DAG-file processes
-point sys.stdout at a log file) keeps going where Airflow points it.
+TRY_NUMBER, MAP_INDEX and TI_ID are fields when a record carries them. In Airflow 3 they often
+do: a task binds them to its structlog context, and the LocalExecutor copies every task log
+line to the scheduler's console. Airflow 2.10's triggerer attaches the task instance to its
+records. Task logs still go to their files (the UI reads them there): only what went to the
+journal before goes to the journal now, and whatever Airflow redirects (2.10's task and
+DAG-file processes point sys.stdout at a log file) keeps going where Airflow points it.
 """
 
 from __future__ import annotations
