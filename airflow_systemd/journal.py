@@ -36,9 +36,9 @@ import sys
 from collections.abc import Mapping
 
 try:
-    from systemd.journal import JournalHandler
+    from systemd.journal import JournalHandler, sendv
 except ImportError:  # pragma: no cover - depends on the installation
-    JournalHandler = None
+    JournalHandler = sendv = None
 
 from airflow_systemd.contract import (  # noqa: F401 - the event ids, where callers look for them
     CATALOG,
@@ -144,10 +144,40 @@ def native_handler() -> logging.Handler:
     return _NativeHandler(**_identity)
 
 
+def _without_unknown_source(fields: dict) -> dict:
+    """``fields`` minus CODE_FILE, CODE_LINE and CODE_FUNC where the record has no source
+    (empty, 0 or None): an entry says where it comes from, or nothing."""
+    return {
+        name: value
+        for name, value in fields.items()
+        if not (name.startswith("CODE_") and (value is None or value == "" or value == 0))
+    }
+
+
+def _send(MESSAGE: str, **fields: object) -> None:
+    """:func:`systemd.journal.send` without its guess: send() fills CODE_* in from its own
+    caller's frame when an entry has none, which for a record without a source is the logging
+    machinery, not the code that logged."""
+    lines = ["MESSAGE=" + MESSAGE]
+    for name, value in fields.items():
+        if name == "MESSAGE_ID":
+            value = getattr(value, "hex", value)
+        lines.append(name.encode() + b"=" + value if isinstance(value, bytes) else f"{name}={value}")
+    sendv(*lines)
+
+
 if JournalHandler is not None:
 
     class _NativeHandler(JournalHandler):
-        """systemd-python's handler; a record it cannot send goes to stderr as a ``<N>`` line."""
+        """systemd-python's handler, with CODE_* only where the record has a source; a record
+        it cannot send goes to stderr as a ``<N>`` line."""
+
+        def __init__(self, level: int = logging.NOTSET, sender_function=_send, **fields: str):
+            super().__init__(
+                level,
+                sender_function=lambda MESSAGE, **f: sender_function(MESSAGE, **_without_unknown_source(f)),
+                **fields,
+            )
 
         def handleError(self, record: logging.LogRecord) -> None:
             with contextlib.suppress(Exception):

@@ -148,11 +148,11 @@ def test_without_systemd_python_lines_get_priority_prefixes(tmp_path):
 
 def test_airflow_fields_from_keys_and_from_a_task_instance():
     assert airflow_logging.airflow_fields(
-        {"dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 2, "map_index": -1, "other": 1}
-    ) == {"DAG_ID": "d", "RUN_ID": "r", "TASK_ID": "t", "TRY_NUMBER": "2"}
+        {"dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 2, "map_index": -1, "ti_id": "u", "x": 1}
+    ) == {"DAG_ID": "d", "RUN_ID": "r", "TASK_ID": "t", "TRY_NUMBER": "2", "TI_ID": "u"}
 
     class TI:
-        dag_id, run_id, task_id, try_number, map_index = "d2", "r2", "t2", 1, 3
+        dag_id, run_id, task_id, try_number, map_index, id = "d2", "r2", "t2", 1, 3, "u2"
 
     assert airflow_logging.airflow_fields({"task_instance": TI()}) == {
         "DAG_ID": "d2",
@@ -160,8 +160,35 @@ def test_airflow_fields_from_keys_and_from_a_task_instance():
         "TASK_ID": "t2",
         "TRY_NUMBER": "1",
         "MAP_INDEX": "3",
+        "TI_ID": "u2",
     }
     assert airflow_logging.airflow_fields({"msg": "x"}) == {}
+
+
+def test_message_text_is_the_event_then_other_key_values_then_the_exception():
+    try:
+        raise ValueError("bad")
+    except ValueError as e:
+        error = e
+    event = {
+        "event": "Task failed",
+        "timestamp": "2026-12-01T08:38:11Z",
+        "level": "error",
+        "logger": "airflow.task",
+        "loc": "x.py:1",
+        "dag_id": "etl",
+        "ti_id": "u",
+        "note": "two words",
+        "rows": 3,
+        "exc_info": error,
+    }
+    text = airflow_logging.message_text(event)
+    first, *rest = text.splitlines()
+    assert first == "Task failed note='two words' rows=3"
+    assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "ValueError: bad"
+    assert airflow_logging.message_text(event, identifiers=True).startswith(
+        "Task failed dag_id=etl ti_id=u note='two words' rows=3\n"
+    )
 
 
 @pytest.fixture
@@ -185,7 +212,7 @@ def test_airflow_console_records_become_entries_with_their_text_and_fields(sent,
     logger.warning("password s3cret for %s", "x", extra={"dag_id": "etl", "task_id": "load"})
     logger.debug("below the level")
     entry = sent[-1]
-    assert entry["MESSAGE"] == "[WARNING] password *** for x"  # its formatter, its filters
+    assert entry["MESSAGE"] == "password *** for x"  # its filters; the journal has time and level
     assert (entry["PRIORITY"], entry["DAG_ID"], entry["TASK_ID"]) == ("4", "etl", "load")
     assert entry["LOGGER"] == "afsd-test-airflow"
     assert entry["SYSLOG_IDENTIFIER"] == "airflow-scheduler"
@@ -230,18 +257,44 @@ def test_structlog_events_become_entries_with_their_fields(sent, monkeypatch):
     try:
         structlog.get_logger("airflow.task").info("hello")  # used before: holds the same list
         airflow_logging.adopt_airflow_logging()
-        structlog.get_logger("airflow.task").error("Task failed", dag_id="etl", run_id="r1", try_number=2)
+        structlog.get_logger("airflow.task").error(
+            "Task failed", dag_id="etl", run_id="r1", try_number=2, rows=3
+        )
     finally:
         structlog.reset_defaults()
     assert stream.getvalue().count("\n") == 1  # only the line from before
     entry = sent[-1]
-    assert "Task failed" in entry["MESSAGE"] and "dag_id=etl" in entry["MESSAGE"]
+    assert entry["MESSAGE"] == "Task failed rows=3"  # identifiers are fields, the rest stays
     assert (entry["PRIORITY"], entry["DAG_ID"], entry["RUN_ID"], entry["TRY_NUMBER"]) == (
         "3",
         "etl",
         "r1",
         "2",
     )
+    assert (entry["CODE_FILE"], entry["CODE_FUNC"]) == (
+        __file__,
+        "test_structlog_events_become_entries_with_their_fields",
+    )
+
+
+def test_a_record_without_a_source_has_no_code_fields(sent):
+    record = logging.LogRecord("airflow.task", logging.INFO, "", 0, "copied line", None, None, func=None)
+    journal.native_handler().handle(record)
+    journal.log.info("with a source")
+    copied, own = sent
+    assert not {"CODE_FILE", "CODE_LINE", "CODE_FUNC"} & copied.keys()
+    assert (own["CODE_FILE"], own["CODE_FUNC"]) == (
+        __file__,
+        "test_a_record_without_a_source_has_no_code_fields",
+    )
+
+
+def test_the_sender_does_not_guess_a_source(monkeypatch):
+    """systemd.journal.send() would fill CODE_* in from its caller: the logging machinery."""
+    lines = []
+    monkeypatch.setattr(journal, "sendv", lambda *args: lines.extend(args))
+    journal._send("hello", MESSAGE_ID=journal.READY, PRIORITY=6, BLOB=b"\x00")
+    assert lines == ["MESSAGE=hello", f"MESSAGE_ID={journal.READY}", "PRIORITY=6", b"BLOB=\x00"]
 
 
 # Airflow 3 logs through structlog; Airflow 2.10 does not install it, so there is nothing to
