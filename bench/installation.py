@@ -224,10 +224,19 @@ class Bench:
         return wait_for(ended, timeout, f"{dag_id} to succeed in {db}")
 
     def settled(self) -> None:
-        """Every service active and the api-server answering (the faults before may have left
-        one restarting), so that the next row does not measure a recovery."""
-        for service in SERVICES_3:
-            self.back_up(f"{service}.service")
+        """Every service active, none restarted for 10 s, and the api-server answering (the
+        faults before may have left one restarting, and a unit still starting has no watchdog
+        yet), so that the next row does not measure a recovery."""
+        units = [f"{service}.service" for service in SERVICES_3]
+
+        def steady():
+            for unit in units:
+                self.back_up(unit)
+            before = [self.d.props(u)["MainPID"] for u in units]
+            time.sleep(10)
+            return before == [self.d.props(u)["MainPID"] for u in units]
+
+        wait_for(steady, 300, "every service to stay up for 10 s")
         wait_for(self.api_answers, 180, "the api-server to answer")
 
     def api_answers(self) -> bool:
@@ -438,6 +447,7 @@ class Bench:
         def sigcont(unit):
             return lambda: d.sb.systemctl("kill", "--signal=SIGCONT", unit, check=False)
 
+        self.settled()
         say("hang, scheduler: the database frozen, our unit")
         rows["airflow-scheduler"] = {"ours": self.hang([SCHEDULER], freeze_db, thaw_db)[SCHEDULER]}
         self.back_up(SCHEDULER)
@@ -446,6 +456,7 @@ class Bench:
         self.back_up(SCHEDULER)
         # Both at once, in one window: each its own fault, each its own watchdog.
         units = ["airflow-dag-processor.service", "airflow-api-server.service"]
+        self.settled()
         say("hang, dag-processor and api-server: SIGSTOP, our units")
         caught = self.hang(
             units, lambda: [sigstop(u)() for u in units], lambda: [sigcont(u)() for u in units]
