@@ -1,0 +1,110 @@
+"""Stuck work under real systemd and journald (Airflow 3): the scheduler's events, read back
+with journalctl by MESSAGE_ID and explained by the catalog, and its STATUS=.
+
+A task held in ``queued`` with free slots: the fault drop-first-workload, on the services'
+PYTHONPATH inside the container (tests/harness/faults/), makes the LocalExecutor lose the first
+workload of task ``stuck``. A trigger no triggerer takes: a deferrable sensor while no triggerer
+runs, until the test starts one.
+"""
+
+from __future__ import annotations
+
+import airflow
+import pytest
+
+from airflow_systemd import contract
+from airflow_systemd.services.stuck_work import CHECK_EVERY
+from tests.harness.deployment import FAULTS_INSIDE, SCHEDULER
+
+pytestmark = pytest.mark.skipif(not airflow.__version__.startswith("3."), reason="Airflow 3 only")
+
+THRESHOLD = 5  # AIRFLOW_SYSTEMD_STUCK_AFTER here, seconds
+LOOP = 1.0  # the harness's [scheduler] scheduler_heartbeat_sec: about one loop
+MARGIN = 5.0  # a busy 2-core CI machine; journald's own delay
+STUCK = "afsd_stuck"
+DEFERRED = "afsd_deferred"  # wait (deferrable) >> done
+TRIGGERER = "airflow-triggerer.service"
+
+
+@pytest.fixture
+def scheduler(unit):
+    """The scheduler (with the fault and a 5 s threshold), the API server and the DAG processor;
+    no triggerer."""
+    unit.configure(
+        PYTHONPATH=FAULTS_INSIDE,
+        AFSD_TEST_FAULT="drop-first-workload",
+        AFSD_TEST_OUT="/var/lib/airflow/fault.json",
+        AIRFLOW_SYSTEMD_STUCK_AFTER=f"{THRESHOLD}s",
+    )
+    unit.sb.systemctl("start", SCHEDULER)
+    unit.start_companions()
+    yield unit
+    unit.sb.systemctl("stop", TRIGGERER, check=False)
+
+
+def events(d, cursor: str, message_id: str, *matches: str) -> list[dict]:
+    return d.journal_json(cursor, SCHEDULER, f"MESSAGE_ID={message_id}", *matches)
+
+
+def cleared(d, cursor: str, kind: str) -> list[dict]:
+    return events(d, cursor, contract.STUCK_WORK_CLEARED, f"STUCK_KIND={kind}")
+
+
+def realtime(entry: dict) -> float:
+    return int(entry["__REALTIME_TIMESTAMP"]) / 1e6
+
+
+def epoch(d, column: str, where: str) -> float:
+    """A timestamp of the metadata database, in seconds since the epoch like the journal's."""
+    return float(d.sql(f"SELECT extract(epoch FROM {column}) FROM {where}"))
+
+
+def test_a_task_queued_with_free_slots_is_a_journal_event_and_clears_when_it_runs(scheduler):
+    d = scheduler
+    cursor = d.cursor()
+    d.add_dag(STUCK)
+    run = d.trigger(STUCK)
+    d.wait_for(lambda: d.task_state(STUCK, run, "stuck") == "queued", 120, "the task to be queued")
+    event = d.wait_for(lambda: events(d, cursor, contract.TASK_QUEUED_TOO_LONG), 60, "the stuck event")[0]
+    took = realtime(event) - epoch(d, "queued_dttm", f"task_instance WHERE run_id = '{run}'")
+    print(f"\nqueued: threshold {THRESHOLD}s, event {took:.1f}s after the task was queued")
+    assert THRESHOLD <= took <= THRESHOLD + CHECK_EVERY + LOOP + MARGIN, took
+    assert (event["DAG_ID"], event["TASK_ID"], event["RUN_ID"]) == (STUCK, "stuck", run)
+    assert event["PRIORITY"] == "4" and int(event["FREE_SLOTS"]) > 0
+    assert (
+        "queued for"
+        in d.sb.exec(
+            "journalctl",
+            "-x",
+            "--no-pager",
+            f"--cursor={cursor}",
+            f"MESSAGE_ID={contract.TASK_QUEUED_TOO_LONG}",
+        ).stdout
+    )
+    d.wait_for(lambda: "oldest queued task waiting" in d.props()["StatusText"], 30, "STATUS= with the age")
+    assert not cleared(d, cursor, "queued")
+
+    # The fault drops only the first workload: scheduled again, the task runs.
+    d.sql(f"UPDATE task_instance SET state = 'scheduled' WHERE run_id = '{run}'")
+    d.wait_for(lambda: cleared(d, cursor, "queued"), 60, "the cleared event")
+    d.wait_for(lambda: d.run_state(STUCK, run) == "success", 120, "the run to succeed")
+    # STATUS= follows within a check and a status interval.
+    d.wait_for(lambda: "oldest queued task" not in d.props()["StatusText"], 15, "STATUS= without the age")
+    assert d.state() == "active/running"  # a report, never a kill
+
+
+def test_a_trigger_no_triggerer_takes_is_a_journal_event_and_clears_once_one_runs(scheduler):
+    d = scheduler
+    cursor = d.cursor()
+    d.add_dag(DEFERRED)
+    run = d.trigger(DEFERRED)
+    d.wait_for(lambda: d.task_state(DEFERRED, run, "wait") == "deferred", 120, "the sensor to defer")
+    event = d.wait_for(lambda: events(d, cursor, contract.TRIGGER_UNASSIGNED), 60, "the trigger event")[0]
+    took = realtime(event) - epoch(d, "created_date", "trigger ORDER BY id DESC LIMIT 1")
+    print(f"\ntrigger: threshold {THRESHOLD}s, event {took:.1f}s after the trigger was created")
+    assert THRESHOLD <= took <= THRESHOLD + CHECK_EVERY + LOOP + MARGIN, took
+    assert (event["DAG_ID"], event["TASK_ID"], event["RUN_ID"]) == (DEFERRED, "wait", run)
+
+    d.sb.systemctl("start", TRIGGERER)
+    d.wait_for(lambda: cleared(d, cursor, "trigger"), 120, "the cleared event")
+    d.wait_for(lambda: d.run_state(DEFERRED, run) == "success", 180, "the run to succeed")
