@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import time
 
-import airflow
 import pytest
 
 from airflow_systemd import journal
 from tests.harness.deployment import SERVICES_3
 from tests.harness.receiver import Receiver
-
-pytestmark = pytest.mark.skipif(not airflow.__version__.startswith("3."), reason="Airflow 3's services")
 
 ALERT_CONFIG = "/etc/airflow-systemd/alert.conf"
 ALERT_STATE = "/var/lib/airflow-systemd-alert"

@@ -9,14 +9,11 @@ runs, until the test starts one.
 
 from __future__ import annotations
 
-import airflow
 import pytest
 
 from airflow_systemd import contract
 from airflow_systemd.services.stuck_work import CHECK_EVERY
 from tests.harness.deployment import FAULTS_INSIDE, SCHEDULER
-
-pytestmark = pytest.mark.skipif(not airflow.__version__.startswith("3."), reason="Airflow 3 only")
 
 THRESHOLD = 5  # AIRFLOW_SYSTEMD_STUCK_AFTER here, seconds
 LOOP = 1.0  # the harness's [scheduler] scheduler_heartbeat_sec: about one loop
