@@ -23,15 +23,6 @@ class Clock:
 
 
 @pytest.fixture
-def peer(tmp_path, monkeypatch):
-    peer = NotifyPeer(tmp_path / "notify")
-    for name, value in peer.environ(watchdog_usec=4_000_000).items():
-        monkeypatch.setenv(name, value)
-    yield peer
-    peer.close()
-
-
-@pytest.fixture
 def setup(peer):
     clock = Clock()
     probe = JobLoop(Probe(Lifecycle("t", Notifier(), 5.0), clock=clock), "t")
