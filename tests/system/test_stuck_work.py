@@ -47,12 +47,17 @@ def cleared(d, cursor: str, kind: str) -> list[dict]:
     return events(d, cursor, contract.STUCK_WORK_CLEARED, f"STUCK_KIND={kind}")
 
 
-def reported(d, cursor: str, message_id: str, since: str, run: str, dag_task: tuple[str, str]) -> dict:
+def reported(
+    d, cursor: str, message_id: str, since: tuple[str, str], run: str, dag_task: tuple[str, str]
+) -> dict:
     """The first ``message_id`` event, once there is one: within threshold + one check + one
-    loop of ``since`` (a query for when the work got stuck), about ``dag_task`` of ``run``."""
+    loop of when the work got stuck (``since``: the column, and the rows it is read from),
+    about ``dag_task`` of ``run``."""
     event = d.wait_for(lambda: events(d, cursor, message_id), 60, contract.EVENTS[message_id])[0]
     # Both in seconds since the epoch, on the same clock (the container's is the host's).
-    took = int(event["__REALTIME_TIMESTAMP"]) / 1e6 - float(d.sql(f"SELECT extract(epoch FROM {since})"))
+    column, rows = since
+    stuck_at = float(d.sql(f"SELECT extract(epoch FROM {column}) FROM {rows}"))
+    took = int(event["__REALTIME_TIMESTAMP"]) / 1e6 - stuck_at
     print(f"\n{contract.EVENTS[message_id]}: threshold {THRESHOLD}s, event {took:.1f}s after it got stuck")
     assert THRESHOLD <= took <= THRESHOLD + CHECK_EVERY + LOOP + MARGIN, took
     assert (event["DAG_ID"], event["TASK_ID"], event["RUN_ID"]) == (*dag_task, run)
@@ -66,7 +71,7 @@ def test_a_task_queued_with_free_slots_is_a_journal_event_and_clears_when_it_run
     d.add_dag(STUCK)
     run = d.trigger(STUCK)
     d.wait_for(lambda: d.task_state(STUCK, run, "stuck") == "queued", 120, "the task to be queued")
-    since = f"queued_dttm FROM task_instance WHERE run_id = '{run}'"
+    since = ("queued_dttm", f"task_instance WHERE run_id = '{run}'")
     event = reported(d, cursor, contract.TASK_QUEUED_TOO_LONG, since, run, (STUCK, "stuck"))
     assert int(event["FREE_SLOTS"]) > 0
     assert (
@@ -97,7 +102,7 @@ def test_a_trigger_no_triggerer_takes_is_a_journal_event_and_clears_once_one_run
     d.add_dag(DEFERRED)
     run = d.trigger(DEFERRED)
     d.wait_for(lambda: d.task_state(DEFERRED, run, "wait") == "deferred", 120, "the sensor to defer")
-    since = "created_date FROM trigger ORDER BY id DESC LIMIT 1"
+    since = ("created_date", "trigger ORDER BY id DESC LIMIT 1")
     reported(d, cursor, contract.TRIGGER_UNASSIGNED, since, run, (DEFERRED, "wait"))
 
     d.sb.systemctl("start", TRIGGERER)
