@@ -89,6 +89,56 @@ with DAG({dag_id!r}, schedule={schedule!r}, start_date=pendulum.datetime(2024, 1
     for i in range({tasks}):
         BashOperator(task_id=f"noop_{{i}}", bash_command="true")
 """
+BLOCK_DAG = "afsd_bench_block"  # one deferred task: the triggerer's fault
+BLOCKED_ONCE = "/var/lib/airflow/afsd_bench_blocked"
+# The triggerer's fault: a trigger whose run() makes a blocking call, which stops the whole
+# event loop of the triggerer's runner process (every other trigger with it). It blocks once
+# (a file marks it): a triggerer restarted after the fault then completes it, and the run ends.
+# In the plugins folder, which every Airflow process has on sys.path.
+TRIGGER_MODULE_TEXT = f"""\
+import os
+import time
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class BlockingTrigger(BaseTrigger):
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def serialize(self):
+        return ("afsd_bench_trigger.BlockingTrigger", {{"seconds": self.seconds}})
+
+    async def run(self):
+        if not os.path.exists({BLOCKED_ONCE!r}):
+            open({BLOCKED_ONCE!r}, "w").close()
+            time.sleep(self.seconds)  # a blocking call in async code: the fault
+        yield TriggerEvent(True)
+"""
+BLOCK_DAG_TEXT = f"""\
+import pendulum
+from afsd_bench_trigger import BlockingTrigger
+from airflow.sdk import DAG, BaseOperator
+
+
+class Defer(BaseOperator):
+    def execute(self, context):
+        self.defer(trigger=BlockingTrigger(240), method_name="resume")
+
+    def resume(self, context, event=None):
+        return None
+
+
+with DAG({BLOCK_DAG!r}, schedule=None, start_date=pendulum.datetime(2024, 1, 1), catchup=False):
+    Defer(task_id="block")
+"""
+TRIGGERER = "airflow-triggerer.service"
+# [triggerer] runner_health_check_threshold (Airflow >= 3.2.2, default 30 s): how long the
+# triggerer's main process lets its runner's event loop stay silent before it stops writing
+# its job heartbeat. Our watchdog pings only on a written heartbeat, so it acts this much later.
+RUNNER_SILENCE = 30.0
+
 # Airflow's defaults, not the test tiers' 1 s heartbeats: the bench measures what ships.
 BENCH_SETTINGS = {
     "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "5",
@@ -181,6 +231,9 @@ class Bench:
         d.sb.systemctl("enable", *SERVICES_3)
         d.sb.exec("install", "-d", "-o", "airflow", "-g", "airflow", "-m", "0750", "/var/lib/airflow")
         d.sb.exec("install", "-d", "-o", "airflow", "-g", "airflow", "-m", "0750", "/var/lib/airflow/dags")
+        d.sb.exec("install", "-d", "-o", "airflow", "-g", "airflow", "-m", "0750", "/var/lib/airflow/plugins")
+        d.sb.write_file("/var/lib/airflow/plugins/afsd_bench_trigger.py", TRIGGER_MODULE_TEXT)
+        d.sb.write_file(f"/var/lib/airflow/dags/{BLOCK_DAG}.py", BLOCK_DAG_TEXT)
         for dag_id, schedule, tasks in (
             (ONCE_DAG, "@once", 1),
             (ONE_DAG, None, 1),
@@ -371,17 +424,20 @@ class Bench:
         finally:
             self.sb.systemctl("stop", STANDALONE, check=False)
 
-    def hang(self, units: list[str], fault: Callable[[], None], undo: Callable[[], None]) -> dict:
+    def hang(
+        self, units: list[str], fault: Callable[[], None], undo: Callable[[], None], later: float = 0.0
+    ) -> dict:
         """Fault, then wait up to --budget seconds for systemd to act on each of UNITS: the
         watchdog's kill ("Watchdog timeout" in the journal) and the new main process, each in
-        seconds from the fault (None: not within the budget)."""
+        seconds from the fault (None: not within the budget). LATER: seconds the component
+        itself takes to stop proving progress after this fault (the budget grows by it)."""
         d = self.d
         mains = {u: d.props(u)["MainPID"] for u in units}
         watchdog = max(timespan(d.sb.show(u, "WatchdogUSec")) for u in units)
-        budget = max(self.args.budget, watchdog + 20)  # the kill, RestartSec=10s, a margin
+        budget = max(self.args.budget, watchdog + 20) + later  # the kill, RestartSec=10s, a margin
         cursor = d.cursor()
+        fault()  # returns once the fault is in place (a trigger running: once it is assigned)
         t0 = time.time()
-        fault()
         caught: dict[str, float | None] = dict.fromkeys(units)
         restarted: dict[str, float | None] = dict.fromkeys(units)
         try:
@@ -405,18 +461,20 @@ class Bench:
             for u in units
         }
 
-    def helm_after(self, name: str, fault: Callable[[], None], undo: Callable[[], None]) -> dict:
+    def helm_after(
+        self, name: str, fault: Callable[[], None], undo: Callable[[], None], budget: float = 120
+    ) -> dict:
         """The Helm probe against the same fault: how long after the fault a probe started then
         fails (started every 2 s until one fails), and what that makes of the chart's schedule."""
         probe = HELM[name]
-        t0 = time.monotonic()
         fault()
+        t0 = time.monotonic()
         try:
             while True:
                 result = self.run_probe(name, probe)
                 if result["rc"] != 0:
                     break
-                if time.monotonic() - t0 > 120:
+                if time.monotonic() - t0 > budget:
                     return {"failed_after_s": None}
                 time.sleep(2)
         finally:
@@ -491,6 +549,47 @@ class Bench:
         rows["airflow-scheduler"]["upstream"]["state"] = d.state(UPSTREAM)
         d.sb.systemctl("stop", UPSTREAM)
         self.start(SCHEDULER)
+        self.triggerer_hang()
+
+    def blocking_trigger(self) -> None:
+        """Trigger the run whose task defers to the blocking trigger; return once a triggerer
+        has taken the trigger (it starts running it within its next loop, about a second)."""
+        d = self.d
+        d.sb.exec("rm", "-f", BLOCKED_ONCE)
+        self._block_run = d.trigger(BLOCK_DAG)
+        wait_for(
+            lambda: d.sql("SELECT count(*) FROM trigger WHERE triggerer_id IS NOT NULL") != "0",
+            180,
+            "the blocking trigger to be assigned to a triggerer",
+        )
+
+    def triggerer_hang(self) -> None:
+        d = self.d
+        parsed = f"SELECT count(*) FROM dag WHERE dag_id = '{BLOCK_DAG}'"
+        wait_for(lambda: d.sql(parsed) == "1", 120, BLOCK_DAG)
+        d.sql(f"UPDATE dag SET is_paused = false WHERE dag_id = '{BLOCK_DAG}'")
+        rows = self.figures["hang"]
+        self.settled()
+        say("hang, triggerer: a trigger blocking the event loop, our unit")
+        caught = self.hang([TRIGGERER], self.blocking_trigger, lambda: None, later=RUNNER_SILENCE)
+        rows["airflow-triggerer"] = {"ours": caught[TRIGGERER]}
+        self.back_up(TRIGGERER)
+        # The restarted triggerer completes the trigger (it blocks once): the run succeeds.
+        self.wait_run("airflow", BLOCK_DAG, self._block_run, 300)
+        say("hang, triggerer: the Helm probe against plain `airflow triggerer`")
+        d.sb.systemctl("stop", TRIGGERER)
+        plain = self.plain_unit("triggerer")
+        try:
+            wait_for(lambda: self.job_alive("TriggererJob"), 120, "plain triggerer's heartbeat")
+            rows["airflow-triggerer"]["helm"] = self.helm_after(
+                "airflow-triggerer", self.blocking_trigger, lambda: None, budget=RUNNER_SILENCE + 120
+            )
+        finally:
+            # SIGKILL: its runner sits in the blocking call and would not stop on SIGTERM.
+            d.sb.systemctl("kill", "--signal=SIGKILL", plain, check=False)
+            d.sb.systemctl("stop", plain, check=False)
+            self.start(TRIGGERER)
+        self.wait_run("airflow", BLOCK_DAG, self._block_run, 300)
 
     def plain_unit(self, command: str) -> str:
         """`airflow COMMAND` as a transient unit without watchdog or sandbox; returns its name."""
@@ -837,6 +936,7 @@ def hang_rows(hang: dict, args: argparse.Namespace) -> list[tuple[str, str, str,
         ("airflow-scheduler", "database frozen"),
         ("airflow-dag-processor", "SIGSTOP"),
         ("airflow-api-server", "SIGSTOP"),
+        ("airflow-triggerer", "a trigger blocking its event loop"),
     ):
         if service not in hang:
             continue

@@ -34,7 +34,12 @@ def test_the_quick_bench_fills_every_row_of_its_table(tmp_path, sandbox):
         assert re.search(r"\d", ours), f"{measure}: ours has no figure"
         if figure != "(no readiness)":
             assert re.search(r"\d", figure), f"{measure}: {alternative} has no figure ({figure!r})"
-    assert set(figures["hang"]) == {"airflow-scheduler", "airflow-dag-processor", "airflow-api-server"}
+    assert set(figures["hang"]) == {
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-api-server",
+        "airflow-triggerer",
+    }
     assert set(HELM) >= set(figures["hang"])
 
 
