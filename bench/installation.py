@@ -62,7 +62,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.harness.airflow_env import create_migrated_database  # noqa: E402
-from tests.harness.deployment import SCHEDULER, SERVICES_3, VENV, Deployment  # noqa: E402
+from tests.harness.deployment import SCHEDULER, SERVICES_3, VENV, Deployment, worker  # noqa: E402
 from tests.harness.pgcluster import PgCluster  # noqa: E402
 from tests.harness.sandbox import Sandbox  # noqa: E402
 
@@ -166,6 +166,7 @@ class Probe:
 # CONNECTION_CHECK_MAX_COUNT=0 AIRFLOW__LOGGING__LOGGING_LEVEL=ERROR); the api-server's is an
 # httpGet of /api/v2/monitor/health (chart/templates/api-server/api-server-deployment.yaml at
 # b9584335).
+CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"  # celery_executor_namespace
 HELM = {
     "airflow-scheduler": Probe(("jobs", "check", "--job-type", "SchedulerJob", "--local"), 10, 60, 20, 5),
     "airflow-dag-processor": Probe(
@@ -173,6 +174,16 @@ HELM = {
     ),
     "airflow-triggerer": Probe(("jobs", "check", "--job-type", "TriggererJob", "--local"), 10, 60, 20, 5),
     "airflow-api-server": Probe(("GET", "/api/v2/monitor/health"), 15, 10, 5, 5),
+    # chart/templates/workers/worker-deployment.yaml: `python -m celery --app
+    # {celery_executor_namespace} inspect ping -d celery@$(hostname)`; workers.livenessProbe in
+    # values.yaml {initialDelaySeconds: 10, timeoutSeconds: 20, failureThreshold: 5, periodSeconds: 60}.
+    "airflow-celery-worker": Probe(
+        ("python", "-m", "celery", "--app", CELERY_APP, "inspect", "ping", "-d", "celery@{hostname}"),
+        10,
+        60,
+        20,
+        5,
+    ),
 }
 
 
@@ -368,8 +379,7 @@ class Bench:
             f"--property=RuntimeMaxSec={probe.timeout}",
             "--setenv=AIRFLOW__LOGGING__LOGGING_LEVEL=ERROR",
             *self.d._service_properties(),
-            str(VENV / "bin" / "airflow"),
-            *probe.command,
+            *self.probe_argv(probe),
         ]
         t0 = time.monotonic()
         done = self.sb.exec(*argv, check=False)
@@ -380,6 +390,15 @@ class Bench:
             "wall_s": round(wall, 2),
             "cpu_s": round(timespan(cpu[1]), 3) if cpu else None,
         }
+
+    def probe_argv(self, probe: Probe) -> list[str]:
+        """The probe's command line inside: `airflow ...`, or `python ...` (the worker's), with
+        the container's host name where the chart has $(hostname)."""
+        first, *rest = probe.command
+        if first == "python":
+            hostname = self.sb.exec("hostname").stdout.strip()
+            return [str(VENV / "bin" / "python"), *(arg.format(hostname=hostname) for arg in rest)]
+        return [str(VENV / "bin" / "airflow"), *probe.command]
 
     # --- rows ----------------------------------------------------------------------------
     def cold_start_ours(self) -> None:
@@ -591,12 +610,44 @@ class Bench:
             self.start(TRIGGERER)
         self.wait_run("airflow", BLOCK_DAG, self._block_run, 300)
 
-    def plain_unit(self, command: str) -> str:
-        """`airflow COMMAND` as a transient unit without watchdog or sandbox; returns its name."""
-        unit = f"afsd-bench-plain-{command}.service"
+    def celery(self) -> None:
+        """The Celery worker's hang: its broker frozen. Last: it switches the installation to
+        the CeleryExecutor (README "CeleryExecutor workers", as test_celery.py does)."""
+        d = self.d
+        rows = self.figures.setdefault("hang", {})
+        broker = d.install_broker(watchdog=f"{self.args.watchdog:g}s", drain=30)
+        d.switch_executor("CeleryExecutor", AIRFLOW__CELERY__BROKER_URL=broker.url)
+        unit = worker("default")
+        d.sb.systemctl("enable", "--now", unit)  # Type=notify: back once READY
+        d.sb.systemctl("restart", "airflow.target")
+        self.settled()
+        self.back_up(unit)
+        say("hang, Celery worker: the broker frozen, our unit")
+        rows["airflow-celery-worker"] = {"ours": self.hang([unit], broker.freeze, broker.thaw)[unit]}
+        self.back_up(unit)
+        say("hang, Celery worker: the broker frozen, the Helm probe against plain `airflow celery worker`")
+        d.sb.systemctl("disable", "--now", unit)
+        plain = self.plain_unit("celery", "worker")
+        probe = HELM["airflow-celery-worker"]
+        try:
+            wait_for(
+                lambda: self.run_probe("airflow-celery-worker", probe)["rc"] == 0,
+                180,
+                "the plain worker's pong",
+            )
+            rows["airflow-celery-worker"]["helm"] = self.helm_after(
+                "airflow-celery-worker", broker.freeze, broker.thaw
+            )
+        finally:
+            broker.thaw()
+            d.sb.systemctl("stop", plain, check=False)
+
+    def plain_unit(self, *command: str) -> str:
+        """`airflow COMMAND...` as a transient unit without watchdog or sandbox; its name."""
+        unit = f"afsd-bench-plain-{'-'.join(command)}.service"
         self.sb.exec(
             "systemd-run", "--quiet", "--collect", f"--unit={unit}", *self.d._service_properties(),
-            str(VENV / "bin" / "airflow"), command,
+            str(VENV / "bin" / "airflow"), *command,
         )  # fmt: skip
         return unit
 
@@ -839,7 +890,7 @@ RestartSec=5s
 
 
 # The rows after our cold start, in the order they run (Bench methods).
-STEPS = ("costs", "restarts", "hangs", "throughput", "cold_start_standalone")
+STEPS = ("costs", "restarts", "hangs", "throughput", "cold_start_standalone", "celery")
 
 
 # --- the table -------------------------------------------------------------------------------
@@ -937,6 +988,7 @@ def hang_rows(hang: dict, args: argparse.Namespace) -> list[tuple[str, str, str,
         ("airflow-dag-processor", "SIGSTOP"),
         ("airflow-api-server", "SIGSTOP"),
         ("airflow-triggerer", "a trigger blocking its event loop"),
+        ("airflow-celery-worker", "broker frozen"),
     ):
         if service not in hang:
             continue
