@@ -267,6 +267,10 @@ def piuparts(workdir: Path, suite: str, deb: Path, previous: Path) -> tuple[Path
             f"--bindmount={repo}",
             f"--tmpdir={out}",
             f"--log-file={log}",
+            # debconf's own temporary directory, which Debian 13's debconf leaves behind after
+            # installing and purging the dependencies (the package itself has no debconf);
+            # bookworm's piuparts (1.1.7) does not know it yet
+            "--ignore=/var/cache/debconf/tmp.ci/",
             deb,
         ],
         capture_output=True,
