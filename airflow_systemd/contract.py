@@ -29,6 +29,7 @@ RESTARTED_AFTER_FAILURE = "7b75309fcb914a75bcadc3918affb03e"
 TASK_QUEUED_TOO_LONG = "376b4c3f89294c0e9f7a122e43dac0db"
 TRIGGER_UNASSIGNED = "9a21bd2b45f441cdb1cb73eaa414b068"
 STUCK_WORK_CLEARED = "5a6ed227dfe545b6a589fce66324ec35"
+HEARTBEAT_FAILED = "2decf450baa047499778f20a52fbb1a8"
 
 EVENTS = {
     READY: "ready",
@@ -41,6 +42,7 @@ EVENTS = {
     TASK_QUEUED_TOO_LONG: "task queued too long",
     TRIGGER_UNASSIGNED: "trigger unassigned",
     STUCK_WORK_CLEARED: "stuck work cleared",
+    HEARTBEAT_FAILED: "heartbeat failed",
 }
 
 # --- Files shipped in unit_files/ (the package data install-units and the .deb use).

@@ -46,6 +46,7 @@ from airflow_systemd.contract import (  # noqa: F401 - the event ids, where call
     CRASHED,
     DB_UNREACHABLE,
     EVENTS,
+    HEARTBEAT_FAILED,
     READY,
     RESTARTED_AFTER_FAILURE,
     STOPPING,

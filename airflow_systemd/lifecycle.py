@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from airflow_systemd import journal, last_run, processes
+from airflow_systemd.airflow.db_errors import unreachable_reason
 from airflow_systemd.contract import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError
 from airflow_systemd.notify import Notifier
 
@@ -138,6 +139,10 @@ def _report(life: Lifecycle, exc: BaseException) -> int:
         return EXIT_CONFIG
     line = f"{life.name}: failed with {type(exc).__name__}: {reason}"
     fields = dict(EXCEPTION_TYPE=type(exc).__name__, EXCEPTION_MESSAGE=reason)
+    lost = unreachable_reason(exc)
+    if lost is not None:
+        # The alert groups this failure with the other services' under "database unreachable".
+        fields["DB_ERROR"] = lost
     if journal.active():
         journal.event(journal.CRASHED, line, level=logging.ERROR, **fields)
     else:

@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 
 from airflow_systemd import journal
+from airflow_systemd.airflow.db_errors import PERMANENT_ERRORS, first_line
 from airflow_systemd.lifecycle import ConfigError, Lifecycle, log
 
 # libpq reads this: without it a connect to a frozen server waits forever, before the
 # watchdog is armed. An explicit setting (or connect_args) still wins.
 DEFAULT_CONNECT_TIMEOUT = "10"
-
-# OperationalErrors a retry cannot fix (PostgreSQL and MySQL wording).
-PERMANENT_ERRORS = re.compile(
-    r"password authentication failed|authentication failed|no pg_hba\.conf entry"
-    r"|database \S+ does not exist|role \S+ does not exist|Access denied for user|Unknown database",
-    re.IGNORECASE,
-)
 
 # Longest wait between two attempts: also the longest a service takes to notice that its
 # database is back (measured in bench/unit_bench.py). A connect attempt is cheap, so this stays
@@ -64,7 +57,7 @@ def wait_until_reachable(life: Lifecycle, sleep=time.sleep) -> None:
                 log.info("metadata database reachable after %d attempts", attempt)
             return
         except OperationalError as exc:
-            reason = _first_line(exc)
+            reason = first_line(exc)
             if PERMANENT_ERRORS.search(reason):
                 raise ConfigError(f"metadata database refused us: {reason}") from exc
             loud = logged(attempt)
@@ -92,11 +85,5 @@ def require_current_schema() -> None:
     except TimeoutError as exc:
         raise ConfigError(
             "the metadata database schema does not match this Airflow version "
-            f"({_first_line(exc).split('. ', 1)[-1]}): run `airflow db migrate`"
+            f"({first_line(exc).split('. ', 1)[-1]}): run `airflow db migrate`"
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    # SQLAlchemy appends "(Background on this error at: ...)" and the SQL; keep the driver's line.
-    text = str(getattr(exc, "orig", None) or exc)
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)

@@ -1,7 +1,9 @@
 """Incidents: failures of several units that share a cause, alerted once.
 
 A failure's cause is the MESSAGE_ID of the run's last failure event in the journal
-(:data:`FAILURE_EVENTS`: DB_UNREACHABLE, CONFIG_ERROR, or CRASHED with the exception's type);
+(:data:`FAILURE_EVENTS`: DB_UNREACHABLE, CONFIG_ERROR, or CRASHED with the exception's type;
+a crash on a lost database connection (its DB_ERROR field) and a failed heartbeat count as
+DB_UNREACHABLE);
 a run that logged none is caused by how it ended, in systemd's words (``watchdog``,
 ``exit-code/1``). The first failure with a cause opens an incident; further failures with that
 cause, of any unit, within ``incident_window`` of the opening join it and are only recorded.
@@ -19,10 +21,10 @@ import os
 from collections.abc import Mapping
 
 from airflow_systemd.alert.systemd import entry_text
-from airflow_systemd.contract import CONFIG_ERROR, CRASHED, DB_UNREACHABLE, EVENTS
+from airflow_systemd.contract import CONFIG_ERROR, CRASHED, DB_UNREACHABLE, EVENTS, HEARTBEAT_FAILED
 from airflow_systemd.last_run import Stop, booted_at
 
-FAILURE_EVENTS = (DB_UNREACHABLE, CONFIG_ERROR, CRASHED)
+FAILURE_EVENTS = (DB_UNREACHABLE, CONFIG_ERROR, CRASHED, HEARTBEAT_FAILED)
 
 
 def cause_of(entries: list[dict], stop: Stop) -> tuple[str, str]:
@@ -43,6 +45,13 @@ def cause_of(entries: list[dict], stop: Stop) -> tuple[str, str]:
         how = "/".join(part for part in (stop.result or "unknown", stop.exit_status) if part)
         return f"result:{how}", f"{stop.describe()} (no failure event in the journal)"
     message_id = cause["MESSAGE_ID"]
+    # A service that lost its database mid-run (a crash on it, or a heartbeat failing until the
+    # watchdog kill): the same cause as the start-up wait's, so one outage is one incident.
+    if message_id == CRASHED and cause.get("DB_ERROR"):
+        words = f"{EVENTS[DB_UNREACHABLE]}: {cause['DB_ERROR']}"
+        return DB_UNREACHABLE, f"{words} (MESSAGE_ID={message_id}, {cause.get('EXCEPTION_TYPE')})"
+    if message_id == HEARTBEAT_FAILED:
+        return DB_UNREACHABLE, f"{EVENTS[DB_UNREACHABLE]}: {entry_text(cause)} (MESSAGE_ID={message_id})"
     if message_id == CRASHED:
         kind = str(cause.get("EXCEPTION_TYPE") or "unknown")
         return f"{message_id}:{kind}", f"crashed with {kind} (MESSAGE_ID={message_id})"

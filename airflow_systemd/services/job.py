@@ -61,6 +61,8 @@ def install_hooks(life: Lifecycle, service: JobService) -> JobLoop:
         perform_heartbeat(
             job=job, heartbeat_callback=heartbeat_committed, only_if_necessary=only_if_necessary
         )
+        # Job.heartbeat swallows the OperationalError of a failed heartbeat and sets this flag.
+        loop.heartbeat_failed(bool(getattr(job, "heartbeat_failed", False)))
         loop.iteration_done()
 
     module.perform_heartbeat = perform_heartbeat_then_report
@@ -76,9 +78,24 @@ class JobLoop:
         self._activity = activity
         self.iterations = 0
         self._last_iteration: float | None = None
+        self._failing = False
 
     def heartbeat_committed(self) -> None:
         self.probe.progressed()
+
+    def heartbeat_failed(self, failed: bool) -> None:
+        """Say once per streak that the heartbeat fails: the watchdog kill that follows if it
+        lasts then has a cause in the journal (the alert groups it as "DB unreachable")."""
+        if failed and not self._failing:
+            journal.event(
+                journal.HEARTBEAT_FAILED,
+                f"{self._name}: the heartbeat failed with a database error: no watchdog ping until "
+                "one succeeds",
+                level=logging.WARNING,
+            )
+        elif self._failing and not failed:
+            journal.log.info("%s: the heartbeat succeeds again", self._name)
+        self._failing = failed
 
     def iteration_done(self) -> None:
         # The first iteration ran its queries and commits: the database works (the probe sends

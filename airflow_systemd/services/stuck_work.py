@@ -100,43 +100,42 @@ def status_text(oldest: Oldest | None) -> str:
     return "" if oldest is None else f"oldest queued task waiting {oldest.age:.0f}s"
 
 
-def _fields(oldest: Oldest) -> dict[str, object]:
-    fields = {"DAG_ID": oldest.dag_id, "TASK_ID": oldest.task_id, "RUN_ID": oldest.run_id}
-    if oldest.map_index >= 0:
-        fields["MAP_INDEX"] = oldest.map_index
-    return fields
-
-
 def _name(oldest: Oldest) -> str:
     index = f"[{oldest.map_index}]" if oldest.map_index >= 0 else ""
     return f"{oldest.dag_id}.{oldest.task_id}{index} (run {oldest.run_id})"
 
 
-def report_queued(oldest: Oldest, free_slots: int, after: float) -> None:
+def _report_stuck(message_id: str, text: str, oldest: Oldest, after: float, **extra: object) -> None:
+    """One stuck-work warning: ``text``, with the oldest item's ids and ages as fields."""
+    ids = {"DAG_ID": oldest.dag_id, "TASK_ID": oldest.task_id, "RUN_ID": oldest.run_id}
+    if oldest.map_index >= 0:
+        ids["MAP_INDEX"] = oldest.map_index
     journal.event(
-        TASK_QUEUED_TOO_LONG,
-        f"task {_name(oldest)} queued for {oldest.age:.0f}s while the executor has {free_slots} free "
-        f"slot(s) ({oldest.count} task(s) queued; threshold {after:g}s)",
+        message_id,
+        text,
         level=logging.WARNING,
         STUCK_SECONDS=f"{oldest.age:.0f}",
         STUCK_AFTER_SECONDS=f"{after:g}",
         STUCK_COUNT=oldest.count,
-        FREE_SLOTS=free_slots,
-        **_fields(oldest),
+        **extra,
+        **ids,
     )
+
+
+def report_queued(oldest: Oldest, free_slots: int, after: float) -> None:
+    text = (
+        f"task {_name(oldest)} queued for {oldest.age:.0f}s while the executor has {free_slots} free "
+        f"slot(s) ({oldest.count} task(s) queued; threshold {after:g}s)"
+    )
+    _report_stuck(TASK_QUEUED_TOO_LONG, text, oldest, after, FREE_SLOTS=free_slots)
 
 
 def report_trigger(oldest: Oldest, after: float) -> None:
-    journal.event(
-        TRIGGER_UNASSIGNED,
+    text = (
         f"the trigger of deferred task {_name(oldest)} has had no triggerer for {oldest.age:.0f}s "
-        f"({oldest.count} trigger(s) unassigned; threshold {after:g}s): is a triggerer running?",
-        level=logging.WARNING,
-        STUCK_SECONDS=f"{oldest.age:.0f}",
-        STUCK_AFTER_SECONDS=f"{after:g}",
-        STUCK_COUNT=oldest.count,
-        **_fields(oldest),
+        f"({oldest.count} trigger(s) unassigned; threshold {after:g}s): is a triggerer running?"
     )
+    _report_stuck(TRIGGER_UNASSIGNED, text, oldest, after)
 
 
 def report_cleared(kind: str, stuck_for: float) -> None:

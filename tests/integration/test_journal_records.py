@@ -95,16 +95,27 @@ def start(start_component, tmp_path, native: bool):
     )
     assert scheduler.output == output
     if AIRFLOW_3:
+        # The task reports to the API server: it answers before the DAG is parsed, so before
+        # any task can be queued (a busy machine starts it slowly).
+        wait_ready(start_component("api-server", "--port", str(api_port), "--workers", "1", env=shared))
         start_component("dag-processor", env=shared)
-        start_component("api-server", "--port", str(api_port), "--workers", "1", env=shared)
     return scheduler
+
+
+def wait_ready(component) -> None:
+    deadline = time.monotonic() + 180
+    while not component.peer.with_field("READY", "1"):
+        if component.proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"no READY=1; rc={component.proc.poll()}\n{component.text()[-3000:]}")
+        time.sleep(0.2)
 
 
 def wait_for(scheduler, read, pattern: str) -> None:
     deadline = time.monotonic() + 240
     while not re.search(pattern, read(), re.M):
         if scheduler.proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"no {pattern!r}; rc={scheduler.proc.poll()}\n{scheduler.text()[-4000:]}")
+            seen = read()[-3000:] or scheduler.text()[-3000:]
+            pytest.fail(f"no {pattern!r}; rc={scheduler.proc.poll()}\n{seen}")
         time.sleep(1)
 
 

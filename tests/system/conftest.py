@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import airflow
 import pytest
 
 from tests.harness.airflow_env import create_migrated_database
@@ -17,6 +18,11 @@ from tests.harness.sessions import remove_sandboxes_of_dead_sessions, session_sa
 
 SYSTEM_TESTS_DIR = Path(__file__).resolve().parent
 NAME_PREFIX = "afsd"
+
+# Incidents of Airflow 3's four services and the stuck-work check are Airflow 3's (2.x gets
+# nothing new): not collected there, rather than skipped (with CI=true a skip fails).
+if not airflow.__version__.startswith("3."):
+    collect_ignore = ["test_incidents.py", "test_stuck_work.py"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -21,17 +21,7 @@ from airflow_systemd.notify import Notifier
 from airflow_systemd.services import celery_worker
 from airflow_systemd.services.celery_step import ConsumerWatch, consumer_step, describe
 from airflow_systemd.services.probe import Probe
-from tests.harness.notify_peer import NotifyPeer
 from tests.harness.pgcluster import free_port
-
-
-@pytest.fixture
-def peer(tmp_path, monkeypatch):
-    peer = NotifyPeer(tmp_path / "notify")
-    for name, value in peer.environ(watchdog_usec=4_000_000).items():
-        monkeypatch.setenv(name, value)
-    yield peer
-    peer.close()
 
 
 @pytest.fixture

@@ -75,11 +75,12 @@ class Units:
             deliver(self.settings, payload)
         return payload
 
-    def fail(self, unit, cause=journal.DB_UNREACHABLE, now=None, status="1"):
+    def fail(self, unit, cause=journal.DB_UNREACHABLE, now=None, status="1", **fields):
         """One run of ``unit`` logs ``cause`` and fails; its ExecStopPost= starts the alert."""
         invocation = f"inv{next(self.invocations)}"
         if cause == journal.CRASHED:
-            self.systemd.log(unit, invocation, cause, "crashed", 3, EXCEPTION_TYPE="RuntimeError")
+            fields.setdefault("EXCEPTION_TYPE", "RuntimeError")
+            self.systemd.log(unit, invocation, cause, "crashed", 3, **fields)
         elif cause:
             self.systemd.log(unit, invocation, cause, "metadata database unreachable: refused")
         return self.run(f"{unit}:exit-code:exited:{status}:{invocation}", now=now)
@@ -180,6 +181,26 @@ def test_a_different_cause_is_a_separate_incident(tmp_path):
     assert (resolved["kind"], resolved["units"]) == ("resolved", services(UNITS[:2]))
 
 
+def test_a_crash_on_the_lost_database_joins_the_outage_of_the_units_waiting_for_it(tmp_path):
+    # What a real outage does: the running services fail on their next query (the lifecycle
+    # adds DB_ERROR to their crash event), the restarted ones wait with DB_UNREACHABLE events.
+    lost = dict(EXCEPTION_TYPE="OperationalError", DB_ERROR="connection refused")
+    with Receiver() as receiver:
+        units = Units(tmp_path, receiver, incident_wait=1)
+        crash = threading.Thread(target=units.fail, args=(UNITS[0], journal.CRASHED), kwargs=lost)
+        crash.start()  # the first failure, whose alert waits incident_wait for the others
+        units.fail_at_once(UNITS[1:])
+        crash.join()
+        (incident,) = receiver.wait_for(1, 5)
+        for unit in UNITS:
+            units.started(unit)
+        receiver.wait_for(2, 5)
+        assert [b["kind"] for b in receiver.bodies] == ["incident", "resolved"]
+    assert incident["cause"] == journal.DB_UNREACHABLE
+    assert incident["units"] == services(UNITS)
+    assert "failed with one cause, DB unreachable: " in incident["summary"]
+
+
 def test_after_the_window_a_failure_opens_a_new_incident(tmp_path):
     start = time.time()
     with Receiver() as receiver:
@@ -223,3 +244,14 @@ def test_every_unit_that_alerts_its_failures_also_reports_that_it_is_back():
 
 def _text(path) -> str:
     return path.read_text() if path.is_file() else ""
+
+
+def test_a_watchdog_kill_after_a_failing_heartbeat_joins_the_database_outage(tmp_path):
+    with Receiver() as receiver:
+        units = Units(tmp_path, receiver, incident_wait=1)
+        killed = threading.Thread(target=units.fail, args=(UNITS[0], journal.HEARTBEAT_FAILED))
+        killed.start()
+        units.fail_at_once(UNITS[1:])
+        killed.join()
+        (incident,) = receiver.wait_for(1, 5)
+    assert (incident["cause"], incident["units"]) == (journal.DB_UNREACHABLE, services(UNITS))

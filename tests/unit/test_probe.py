@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from airflow_systemd import journal
 from airflow_systemd.lifecycle import ConfigError, Lifecycle
 from airflow_systemd.notify import Notifier
 from airflow_systemd.services.http import HealthCheck
@@ -19,15 +20,6 @@ class Clock:
 
     def __call__(self):
         return self.now
-
-
-@pytest.fixture
-def peer(tmp_path, monkeypatch):
-    peer = NotifyPeer(tmp_path / "notify")
-    for name, value in peer.environ(watchdog_usec=4_000_000).items():
-        monkeypatch.setenv(name, value)
-    yield peer
-    peer.close()
 
 
 @pytest.fixture
@@ -206,3 +198,20 @@ def test_http_pings_stop_while_the_server_does_not_answer(health, caplog):
     settle(peer, 6)
     assert len(pings(peer)) == 2
     assert peer.messages[-1].fields["STATUS"].startswith(f"serving {server.url}")
+
+
+def test_a_failing_heartbeat_is_one_event_per_streak(setup, caplog):
+    _, loop, _ = setup
+    caplog.set_level("INFO", logger="airflow_systemd")
+
+    def failed_events():
+        return [r for r in caplog.records if getattr(r, "MESSAGE_ID", None) == journal.HEARTBEAT_FAILED]
+
+    for failed in (False, True, True, True):
+        loop.heartbeat_failed(failed)
+    assert len(failed_events()) == 1
+    assert failed_events()[0].levelname == "WARNING"
+    loop.heartbeat_failed(False)
+    assert "the heartbeat succeeds again" in caplog.text
+    loop.heartbeat_failed(True)  # a new streak
+    assert len(failed_events()) == 2
