@@ -447,6 +447,96 @@ def test_switching_to_postgresql_is_one_edit_and_a_restart(machine, postgresql):
     assert airflow(machine, "config", "get-value", "database", "sql_alchemy_conn").strip() == url
 
 
+RESTARTED = ("airflow-scheduler.service", "airflow-dag-processor.service")
+CRASHING = "airflow-triggerer.service"
+
+
+def since(machine: Sandbox, unit: str, when: float, grep: str) -> list[float]:
+    """When systemd logged GREP about UNIT at or after WHEN (epoch seconds)."""
+    out = machine.sh(
+        f"journalctl -q -o short-unix _PID=1 UNIT={unit} --since=@{int(when)} | grep '{grep}' || true"
+    ).stdout
+    return [t for t in (float(line.split()[0]) for line in out.splitlines()) if t >= when]
+
+
+def scheduler_heartbeat(postgresql) -> float:
+    return float(
+        postgresql.sql(
+            "SELECT coalesce(max(extract(epoch FROM latest_heartbeat)), 0) FROM job "
+            "WHERE job_type = 'SchedulerJob' AND state = 'running'",
+            "airflow",
+        )
+    )
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
+def kill_whenever_it_runs(machine: Sandbox, unit: str, seconds: float) -> list[float]:
+    """SIGKILL UNIT's main process each time one appears, for SECONDS (a service in an OOM
+    loop): every exit is a failure that systemd restarts with the back-off. The kill times."""
+    kills, last, end = [], "0", time.monotonic() + seconds
+    while time.monotonic() < end:
+        pid = machine.show(unit, "MainPID")
+        if pid not in ("0", last):
+            machine.systemctl("kill", "-s", "KILL", unit, check=False)
+            kills.append(time.time())
+            last = pid
+        time.sleep(0.5)
+    return kills
+
+
+@pytest.mark.parametrize("suite", ["trixie"], indirect=True)  # systemd 257: the back-off drop-in
+def test_a_long_database_stop_and_a_frozen_database(suite, machine, postgresql):
+    """On the PostgreSQL of the switch above, with the shipped units (WatchdogSec=30s, the
+    restart back-off): a database stopped for 5 minutes costs the scheduler and DAG processor
+    one restart each (their start-up waits for the database, it does not fail again), and the
+    scheduler heartbeats within a minute of the database's return. Meanwhile the triggerer is
+    killed each time it runs: systemd's restarts of it are spaced out by the back-off (10 s,
+    then longer, at most 60 s) instead of every 10 s into the start limit. Then a frozen
+    database: the scheduler's watchdog kills it, and it comes back once the database thaws."""
+    units = (*RESTARTED, CRASHING)
+    assert all(show(machine, unit)["SubState"] == "running" for unit in units)
+    stopped = time.time()
+    postgresql.stop()
+    kills = kill_whenever_it_runs(machine, CRASHING, 300)
+    back = time.time()
+    postgresql.start()
+    beat = wait_until(lambda: (hb := scheduler_heartbeat(postgresql)) > back and hb, 120, "heartbeat")
+    restarts = {unit: since(machine, unit, stopped, "Scheduled restart job") for unit in units}
+    delays = [min(r - k for r in restarts[CRASHING] if r > k) for k in kills if max(restarts[CRASHING]) > k]
+    print(f"\n{suite}: database stopped 300 s, restarts (s after the stop): ", end="")
+    print({u.split(".")[0]: [round(t - stopped) for t in ts] for u, ts in restarts.items()})
+    print(f"{suite}: triggerer killed {len(kills)} times, restarted after (s):", [round(d) for d in delays])
+    print(f"{suite}: database back to the scheduler's heartbeat: {beat - back:.1f} s")
+    assert beat - back < 60
+    for unit in RESTARTED:
+        assert len(restarts[unit]) <= 2, (unit, restarts[unit])  # every 10 s: about 30
+    assert len(delays) >= 4 and 8 < delays[0] < 13, delays  # RestartSec=10s
+    assert all(b > a for a, b in zip(delays, delays[1:4])), delays  # 10, 14, 20, 29 s
+    assert max(delays) < 60 + 5, delays  # RestartMaxDelaySec=60s
+    wait_until(lambda: all(show(machine, u)["SubState"] == "running" for u in units), 180, "running")
+
+    frozen = time.time()
+    postgresql.freeze()
+    try:
+        killed = wait_until(
+            lambda: since(machine, RESTARTED[0], frozen, "Watchdog timeout"), 150, "the watchdog kill"
+        )[0]
+    finally:
+        postgresql.thaw()
+    print(f"{suite}: database frozen, the scheduler killed by its watchdog after {killed - frozen:.1f} s")
+    assert killed - frozen < 30 + 60  # WatchdogSec=30s after the last ping, and one loop
+    wait_until(lambda: show(machine, RESTARTED[0])["SubState"] == "running", 180, "scheduler back")
+
+
 def test_remove_stops_everything_and_keeps_data_and_config(machine):
     apt(machine, "remove", "airflow-systemd")
     assert airflow_processes(machine) == []
