@@ -215,3 +215,23 @@ def test_a_failing_heartbeat_is_one_event_per_streak(setup, caplog):
     assert "the heartbeat succeeds again" in caplog.text
     loop.heartbeat_failed(True)  # a new streak
     assert len(failed_events()) == 2
+
+
+def test_http_requests_every_second_until_ready_then_every_quarter_interval(tmp_path, monkeypatch):
+    # The shipped WatchdogSec=30s: READY=1 within a second of the server's first answer, then a
+    # request every 7.5 s (480 an hour; one a second cost 10 times the Helm chart's probe).
+    peer = NotifyPeer(tmp_path / "n")
+    server = HealthServer()
+    try:
+        for name, value in peer.environ(watchdog_usec=30_000_000).items():
+            monkeypatch.setenv(name, value)
+        life = Lifecycle("t", Notifier(), 5.0)
+        check = HealthCheck(Probe(life), life, server.url, "API server")
+        assert check.every() == 1.0
+        check.check_once(time.monotonic())
+        assert settle(peer, 1)[0].fields["READY"] == "1"
+        assert check.every() == 7.5
+    finally:
+        server.shutdown()
+        server.server_close()
+        peer.close()
