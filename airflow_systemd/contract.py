@@ -50,7 +50,7 @@ CATALOG = "airflow-systemd.catalog"
 ALERT_CONFIG_TEMPLATE = "alert.conf"
 
 # --- Where an installation keeps things (the .deb's paths; install-units' defaults).
-PACKAGE_VENV = "/opt/venvs/airflow-systemd"  # the Debian package's virtualenv
+PACKAGE_VENV = "/usr/lib/airflow-systemd/venv"  # the Debian package's virtualenv
 DEFAULT_USER = "airflow"
 DEFAULT_GROUP = "airflow"
 DEFAULT_HOME = "/var/lib/airflow"

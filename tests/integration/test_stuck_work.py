@@ -168,11 +168,12 @@ def test_a_task_queued_while_slots_are_free_is_reported_with_its_age_then_cleare
     cleared, seen = deployment.events.wait_for(contract.STUCK_WORK_CLEARED, 30, sched)
     print(f"queued: cleared {seen - requeued:.1f}s after the task was scheduled again; {cleared['message']}")
     assert cleared["STUCK_KIND"] == "queued"
-    assert wait_for_state(deployment, "stuck", {"success", "failed"}, 120) == "success"
-    assert len(deployment.events.all(contract.STUCK_WORK_CLEARED)) == 1
-    # Repeated at most once per threshold while it lasted.
+    # Repeated at most once per threshold while it lasted. Counted now: once the scheduler queues
+    # the task again, a loaded machine can leave it queued past the 5 s threshold before the
+    # executor starts it, which is a new incident, rightly reported (seen in a full CI run).
     reports = deployment.events.all(contract.TASK_QUEUED_TOO_LONG)
-    assert len(reports) <= 1 + (requeued - dropped) // THRESHOLD, reports
+    assert len(reports) <= 1 + (seen - dropped) // THRESHOLD, reports
+    assert wait_for_state(deployment, "stuck", {"success", "failed"}, 120) == "success"
 
 
 def test_a_trigger_no_triggerer_takes_is_reported_then_cleared_once_a_triggerer_runs(deployment):

@@ -1,10 +1,12 @@
-"""Package tests: the .deb built from this tree, installed on a clean Debian 12 under systemd."""
+"""Package tests: the .deb built from this tree on each Debian release it is built for (Debian 12
+bookworm, Debian 13 trixie), each installed on a clean root of its release under systemd."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,23 +20,28 @@ NAME_PREFIX = "afsdpkg"
 UPGRADE_VERSION_SUFFIX = "+upgradetest1"
 
 
+def machine_prefix(suite: str) -> str:
+    return f"{NAME_PREFIX}{suite[:3]}"  # + the session's PID (sessions.session_sandbox)
+
+
 def _why_not() -> str | None:
     if os.geteuid() != 0:
-        return "package tests need root (dpkg-buildpackage's installs, mmdebstrap, systemd-nspawn)"
-    for tool in ("dpkg-buildpackage", "mmdebstrap", "lintian", "systemd-nspawn", "nsenter"):
+        return "package tests need root (mmdebstrap, chroot, systemd-nspawn)"
+    for tool in ("mmdebstrap", "piuparts", "dpkg-scanpackages", "systemd-nspawn", "nsenter"):
         if shutil.which(tool) is None:
-            return f"{tool} not found: run scripts/bootstrap (it installs the build dependencies)"
+            return f"{tool} not found: run scripts/bootstrap"
     return None
 
 
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
-    """This session's directory for the packages and the Debian root, removed at its end."""
+    """This session's directory for the packages and the Debian roots, removed at its end."""
     reason = _why_not()
     if reason:
         pytest.skip(reason)  # CI counts a skip as a failure
     # machines and work directories of sessions that died without cleaning up
-    remove_sandboxes_of_dead_sessions(NAME_PREFIX)
+    for suite in artifacts.SUITES:
+        remove_sandboxes_of_dead_sessions(machine_prefix(suite))
     artifacts.remove_workdirs_of_dead_sessions()
     path = artifacts.STATE / str(os.getpid())
     shutil.rmtree(path, ignore_errors=True)
@@ -46,35 +53,68 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def debs(workdir: Path) -> tuple[Path, Path]:
-    return artifacts.build_debs(workdir, UPGRADE_VERSION_SUFFIX)
+def background() -> Iterator[ThreadPoolExecutor]:
+    """Threads for what mostly waits on other processes: the builds of the releases side by
+    side, and piuparts while the machine tests run."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        yield pool
 
 
 @pytest.fixture(scope="session")
-def deb(debs) -> Path:
-    return debs[0]
+def builds(request, workdir: Path, background) -> dict[str, Future]:
+    """The package and upgrade package of every release this session tests (``-k trixie``:
+    that one alone), built side by side (each in a root of its own: mostly downloads, compiles
+    and compression, on different files); a release's tests wait for its own build only."""
+    selected = {
+        item.callspec.params["suite"]
+        for item in request.session.items
+        if hasattr(item, "callspec") and "suite" in item.callspec.params
+    }
+    return {
+        suite: background.submit(artifacts.build_debs, workdir, suite, UPGRADE_VERSION_SUFFIX)
+        for suite in artifacts.SUITES
+        if suite in selected
+    }
+
+
+@pytest.fixture(scope="session", params=list(artifacts.SUITES))
+def suite(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="session")
-def upgrade_deb(debs) -> Path:
-    return debs[1]
+def deb(builds, suite) -> Path:
+    return builds[suite].result()[0]
 
 
 @pytest.fixture(scope="session")
-def debian_root(workdir: Path) -> Path:
-    return artifacts.debian_root(workdir)
+def upgrade_deb(builds, suite) -> Path:
+    return builds[suite].result()[1]
 
 
 @pytest.fixture(scope="session")
-def machine(deb: Path, upgrade_deb: Path, debian_root: Path) -> Iterator[Sandbox]:
-    """A clean Debian 12 booted with systemd, the two packages' directories mounted read-only.
+def piuparts_run(workdir: Path, background, suite, deb, upgrade_deb) -> Future:
+    """piuparts on the upgrade package, from the package as the previous version, started in
+    the background as soon as they are built: test_piuparts waits for it."""
+    return background.submit(artifacts.piuparts, workdir, suite, upgrade_deb, deb)
+
+
+@pytest.fixture(scope="session")
+def debian_root(workdir: Path, suite) -> Path:
+    return artifacts.debian_root(workdir, suite)
+
+
+@pytest.fixture(scope="session")
+def machine(suite, deb: Path, upgrade_deb: Path, debian_root: Path, piuparts_run) -> Iterator[Sandbox]:
+    """A clean root of the release booted with systemd, the two packages' directories mounted
+    read-only (and piuparts started on them beside it).
 
     Its network is private: the services bind their shipped default ports (API server 8080,
     log servers 8793/8794) on a loopback of its own, never on the host's. apt runs with the
     host's network to fetch the Depends from Debian's mirror (test_package.apt).
     """
     sb = session_sandbox(
-        NAME_PREFIX,
+        machine_prefix(suite),
         lower=debian_root,
         binds=(),
         binds_ro=(deb.parent, upgrade_deb.parent),

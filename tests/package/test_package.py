@@ -1,9 +1,11 @@
-"""The Debian package: built from this tree, checked, then installed, upgraded, removed and
-purged on a clean Debian 12 booted with systemd, with apt and nothing else.
+"""The Debian package: built from this tree on each Debian release it is built for (Debian 12
+bookworm, Debian 13 trixie: the ``suite`` fixture), checked, then installed, upgraded, removed
+and purged on a clean root of that release booted with systemd, with apt and nothing else; and
+Debian's piuparts on it.
 
-The machine tests run in the order written, one machine for all of them: each starts from
-the state the previous one left (installed, upgraded, removed, purged). What they check is
-what the README's "Debian package" section promises the administrator.
+The machine tests run in the order written, one machine per release for all of them: each
+starts from the state the previous one left (installed, upgraded, removed, purged). What they
+check is what the README's "Debian package" section promises the administrator.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from tests.harness.sandbox import Sandbox
 
 REPO = artifacts.REPO_ROOT
 UNIT_DIR = REPO / "airflow_systemd" / "unit_files"
-VENV = "/opt/venvs/airflow-systemd"
+VENV = "/usr/lib/airflow-systemd/venv"
+# Each release's /usr/bin/python3, which its build's virtualenv runs on.
+PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+# Where each release's systemd has the units: Debian 13 has merged /usr (/lib -> usr/lib).
+UNIT_DIR_IN_DEB = {"bookworm": "lib/systemd/system/", "trixie": "usr/lib/systemd/system/"}
 SECRETS = "/etc/airflow-systemd/secrets.env"
 # Where versions before 0.2 kept them: written by the airflow user into its own home.
 OLD_SECRETS = "/var/lib/airflow/secrets.env"
@@ -43,6 +49,8 @@ SECRET_KEYS = ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY", "AIRFLOW
 NOT_SHIPPED = {"airflow-webserver.service"}
 UNIT_SUFFIXES = (".service", ".target", ".timer", ".socket", ".path")
 ADMIN_LINE = "AIRFLOW__CORE__PARALLELISM=7"
+# When each release's install test began: the DAG test prints the time to the DAG's success.
+INSTALL_STARTED: dict[str, float] = {}
 
 # Two dependent tasks, a Python one and a Bash one that reads its result (XCom).
 DAG = """\
@@ -102,9 +110,9 @@ def bundled_distributions(deb: Path) -> dict[str, str]:
     return {normalize(m[1]): m[2] for m in found if m}
 
 
-def locked_distributions() -> dict[str, str]:
-    """debian/requirements.lock, and this project at the version of pyproject.toml."""
-    lock = (REPO / "debian" / "requirements.lock").read_text()
+def locked_distributions(python: str) -> dict[str, str]:
+    """debian/requirements-pyX.Y.lock, and this project at the version of pyproject.toml."""
+    lock = (REPO / "debian" / f"requirements-py{python}.lock").read_text()
     pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", lock, re.MULTILINE)
     project = re.search(r'^version = "(.+)"$', (REPO / "pyproject.toml").read_text(), re.MULTILINE)[1]
     return {normalize(name): version for name, version in pins} | {"airflow-systemd": project}
@@ -129,18 +137,28 @@ def test_the_airflow_command_has_the_environment_of_the_services():
         assert set(wrapper_setting("UNIT_ENVIRONMENT")) <= set(unit_settings(name, "Environment")), name
 
 
-def test_build_lintian_clean_and_relocated(deb):
-    seconds = (deb.parent / "build-seconds").read_text().strip()
-    print(f"\n{deb.name}: {deb.stat().st_size / 2**20:.1f} MiB, built in {seconds} s")
-    lintian = subprocess.run(["lintian", "--tag-display-limit", "0", deb], capture_output=True, text=True)
-    problems = [line for line in lintian.stdout.splitlines() if line[:2] in ("E:", "W:")]
-    assert not problems and lintian.returncode == 0, lintian.stdout + lintian.stderr
+def test_build_lintian_clean_and_relocated(suite, deb):
+    out = deb.parent.parent
+    seconds = (out / "build-seconds").read_text().strip()
+    with_root = (out / "root-and-build-seconds").read_text().strip()
+    print(
+        f"\n{deb.name}: {deb.stat().st_size / 2**20:.1f} MiB, built in {seconds} s"
+        f" ({with_root} s with its clean {suite} root)"
+    )
+    assert deb.name.split("_")[1].endswith(f"~deb{artifacts.SUITES[suite]}u1")
+    # that release's lintian, in the build root
+    lintian = (out / "lintian.txt").read_text()
+    problems = [line for line in lintian.splitlines() if line[:2] in ("E:", "W:")]
+    assert not problems and (out / "lintian-status").read_text().strip() == "0", lintian
 
     members = deb_members(deb)
-    units = {
-        Path(m).name for m in members if m.startswith("lib/systemd/system/") and m.endswith(UNIT_SUFFIXES)
-    }
+    unit_dir = UNIT_DIR_IN_DEB[suite]
+    units = {Path(m).name for m in members if m.startswith(unit_dir) and m.endswith(UNIT_SUFFIXES)}
     assert units == shipped_units()
+    # the restart back-off: a drop-in of each restarted unit where systemd knows its keys (>= 254)
+    backoff = {m.split("/")[-2] for m in members if m.endswith(".d/restart-backoff.conf")}
+    restarted = {n for n in shipped_units() if unit_settings(n, "Restart")}
+    assert backoff == ({f"{n}.d" for n in restarted} if suite != "bookworm" else set())
     for path in (
         "usr/bin/airflow",
         "usr/bin/airflow-systemd",
@@ -158,20 +176,21 @@ def test_build_lintian_clean_and_relocated(deb):
     assert "/etc/default/airflow" in listed
 
 
-def test_the_package_bundles_exactly_the_lock(deb, upgrade_deb):
+def test_the_package_bundles_exactly_the_lock(suite, deb, upgrade_deb):
     """What makes two builds give the same set: the lock and this project, nothing else."""
     bundled = bundled_distributions(deb)
     assert "apache-airflow-core" in bundled
     # the CeleryExecutor's workers and the client of their default broker
     assert {"apache-airflow-providers-celery", "celery", "kombu", "redis"} <= bundled.keys()
-    assert bundled == locked_distributions()
+    assert bundled == locked_distributions(PYTHON[suite])
+    assert any(f"/lib/python{PYTHON[suite]}/site-packages/" in m for m in deb_members(deb))
     # the package the upgrade test installs: the same files, at a higher version
     versions = [p.name.split("_")[1] for p in (upgrade_deb, deb)]
     assert subprocess.run(["dpkg", "--compare-versions", versions[0], "gt", versions[1]]).returncode == 0
     assert deb_members(upgrade_deb) == deb_members(deb)
 
 
-# --- on a clean Debian 12 -------------------------------------------------------------------
+# --- on a clean root of the release ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +262,8 @@ def test_an_older_installations_secrets_in_the_airflow_home_are_planted(machine)
     assert machine.exec("stat", "-c", "%U:%G %a", OLD_SECRETS).stdout.split() == ["airflow:airflow", "644"]
 
 
-def test_install_on_a_clean_debian_starts_everything(machine, deb):
+def test_install_on_a_clean_debian_starts_everything(suite, machine, deb):
+    INSTALL_STARTED[suite] = time.monotonic()
     installed = apt(machine, "install", f"{deb.parent}/{deb.name}")
     assert "airflow-systemd" in installed
 
@@ -270,7 +290,14 @@ def test_install_on_a_clean_debian_starts_everything(machine, deb):
         *(f"/lib/systemd/system/{u}" for u in sorted(shipped_units())),
         check=False,
     )
-    assert verify.returncode == 0, verify.stderr
+    # clean: not a warning either (an unknown key to this systemd would be one)
+    assert (verify.returncode, verify.stderr) == (0, ""), verify.stderr
+    if suite != "bookworm":  # the restart back-off drop-in (systemd >= 254)
+        backoff = machine.systemctl(
+            "show", "-P", "RestartSteps", "-P", "RestartMaxDelayUSec", "-P", "StartLimitBurst",
+            "airflow-scheduler.service",
+        ).stdout.split()  # fmt: skip
+        assert backoff == ["5", "1min", "15"]
 
 
 def test_the_bundled_celery_provider_imports_with_the_bundled_celery(machine):
@@ -319,13 +346,13 @@ def test_secrets_are_generated_once_and_read_by_every_service(machine):
     assert "systemd-journal" in groups
 
 
-def test_no_unit_runs_as_another_account_anything_the_airflow_user_can_write(machine):
+def test_no_unit_runs_as_another_account_anything_the_airflow_user_can_write(suite, machine):
     names = machine.sh("cd /lib/systemd/system && ls airflow*.service").stdout.split()
     commands = privilege.privileged_commands(machine, names)
     assert {n for n, _, _ in commands} >= {"airflow-scheduler.service", "airflow-alert@.service"}
     assert [argv for _, argv, _ in commands if not privilege.why(argv)] == []
     paths = [p for _, _, ps in commands for p in ps]
-    assert f"{VENV}/lib/python3.11/site-packages/airflow_systemd" in paths  # the alert's code
+    assert f"{VENV}/lib/python{PYTHON[suite]}/site-packages/airflow_systemd" in paths  # the alert's code
     assert privilege.writable_by(machine, "airflow", f"{VENV}/bin/python3", paths) == {}
     exposures = {name: privilege.exposure(machine, name) for name in names}
     assert {name: e for name, e in exposures.items() if e > 1.5} == {}
@@ -354,7 +381,7 @@ for table in ("tcp", "tcp6"):
     assert all(address.startswith(loopback) for _, address in (line.split() for line in out)), out
 
 
-def test_a_dag_dropped_into_the_dags_folder_runs(machine):
+def test_a_dag_dropped_into_the_dags_folder_runs(suite, machine):
     # the folder the package made, the file as root drops it there
     dags = machine.exec("stat", "-c", "%U:%G %a", "/var/lib/airflow/dags").stdout.split()
     assert dags == ["airflow:airflow", "750"]
@@ -374,6 +401,9 @@ def test_a_dag_dropped_into_the_dags_folder_runs(machine):
         "cat /var/log/airflow/dag_id=pkg_smoke/run_id=pkg_smoke_1/*/*.log 2>/dev/null || true"
     ).stdout
     assert state == "success", f"run state {state}\n{logs[-3000:]}"
+    if suite in INSTALL_STARTED:
+        seconds = time.monotonic() - INSTALL_STARTED[suite]
+        print(f"\n{suite}: apt install to the DAG's success: {seconds:.0f} s")
     assert f"hello from airflow: 42 with {VENV}/bin/python" in logs  # the virtualenv, activated
     assert "fresh virtualenv at /tmp/" in logs  # python -m venv, with Debian's ensurepip
     # and no example DAG next to it: the units set AIRFLOW__CORE__LOAD_EXAMPLES=False
@@ -417,6 +447,96 @@ def test_switching_to_postgresql_is_one_edit_and_a_restart(machine, postgresql):
     assert airflow(machine, "config", "get-value", "database", "sql_alchemy_conn").strip() == url
 
 
+RESTARTED = ("airflow-scheduler.service", "airflow-dag-processor.service")
+CRASHING = "airflow-triggerer.service"
+
+
+def since(machine: Sandbox, unit: str, when: float, grep: str) -> list[float]:
+    """When systemd logged GREP about UNIT at or after WHEN (epoch seconds)."""
+    out = machine.sh(
+        f"journalctl -q -o short-unix _PID=1 UNIT={unit} --since=@{int(when)} | grep '{grep}' || true"
+    ).stdout
+    return [t for t in (float(line.split()[0]) for line in out.splitlines()) if t >= when]
+
+
+def scheduler_heartbeat(postgresql) -> float:
+    return float(
+        postgresql.sql(
+            "SELECT coalesce(max(extract(epoch FROM latest_heartbeat)), 0) FROM job "
+            "WHERE job_type = 'SchedulerJob' AND state = 'running'",
+            "airflow",
+        )
+    )
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
+def kill_whenever_it_runs(machine: Sandbox, unit: str, seconds: float) -> list[float]:
+    """SIGKILL UNIT's main process each time one appears, for SECONDS (a service in an OOM
+    loop): every exit is a failure that systemd restarts with the back-off. The kill times."""
+    kills, last, end = [], "0", time.monotonic() + seconds
+    while time.monotonic() < end:
+        pid = machine.show(unit, "MainPID")
+        if pid not in ("0", last):
+            machine.systemctl("kill", "-s", "KILL", unit, check=False)
+            kills.append(time.time())
+            last = pid
+        time.sleep(0.5)
+    return kills
+
+
+@pytest.mark.parametrize("suite", ["trixie"], indirect=True)  # systemd 257: the back-off drop-in
+def test_a_long_database_stop_and_a_frozen_database(suite, machine, postgresql):
+    """On the PostgreSQL of the switch above, with the shipped units (WatchdogSec=30s, the
+    restart back-off): a database stopped for 5 minutes costs the scheduler and DAG processor
+    one restart each (their start-up waits for the database, it does not fail again), and the
+    scheduler heartbeats within a minute of the database's return. Meanwhile the triggerer is
+    killed each time it runs: systemd's restarts of it are spaced out by the back-off (10 s,
+    then longer, at most 60 s) instead of every 10 s into the start limit. Then a frozen
+    database: the scheduler's watchdog kills it, and it comes back once the database thaws."""
+    units = (*RESTARTED, CRASHING)
+    assert all(show(machine, unit)["SubState"] == "running" for unit in units)
+    stopped = time.time()
+    postgresql.stop()
+    kills = kill_whenever_it_runs(machine, CRASHING, 300)
+    back = time.time()
+    postgresql.start()
+    beat = wait_until(lambda: (hb := scheduler_heartbeat(postgresql)) > back and hb, 120, "heartbeat")
+    restarts = {unit: since(machine, unit, stopped, "Scheduled restart job") for unit in units}
+    delays = [min(r - k for r in restarts[CRASHING] if r > k) for k in kills if max(restarts[CRASHING]) > k]
+    print(f"\n{suite}: database stopped 300 s, restarts (s after the stop): ", end="")
+    print({u.split(".")[0]: [round(t - stopped) for t in ts] for u, ts in restarts.items()})
+    print(f"{suite}: triggerer killed {len(kills)} times, restarted after (s):", [round(d) for d in delays])
+    print(f"{suite}: database back to the scheduler's heartbeat: {beat - back:.1f} s")
+    assert beat - back < 60
+    for unit in RESTARTED:
+        assert len(restarts[unit]) <= 2, (unit, restarts[unit])  # every 10 s: about 30
+    assert len(delays) >= 4 and 8 < delays[0] < 13, delays  # RestartSec=10s
+    assert all(b > a for a, b in zip(delays, delays[1:4])), delays  # 10, 14, 20, 29 s
+    assert max(delays) < 60 + 5, delays  # RestartMaxDelaySec=60s
+    wait_until(lambda: all(show(machine, u)["SubState"] == "running" for u in units), 180, "running")
+
+    frozen = time.time()
+    postgresql.freeze()
+    try:
+        killed = wait_until(
+            lambda: since(machine, RESTARTED[0], frozen, "Watchdog timeout"), 150, "the watchdog kill"
+        )[0]
+    finally:
+        postgresql.thaw()
+    print(f"{suite}: database frozen, the scheduler killed by its watchdog after {killed - frozen:.1f} s")
+    assert killed - frozen < 30 + 60  # WatchdogSec=30s after the last ping, and one loop
+    wait_until(lambda: show(machine, RESTARTED[0])["SubState"] == "running", 180, "scheduler back")
+
+
 def test_remove_stops_everything_and_keeps_data_and_config(machine):
     apt(machine, "remove", "airflow-systemd")
     assert airflow_processes(machine) == []
@@ -439,7 +559,7 @@ def test_purge_removes_configuration_and_state_and_keeps_the_account(machine):
         "/etc/airflow-systemd",
         "/var/lib/airflow",
         "/var/log/airflow",
-        "/opt/venvs",
+        "/usr/lib/airflow-systemd",
     ):
         assert not exists(machine, path), path
     leftovers = machine.sh("find /etc/systemd /lib/systemd/system -name 'airflow*'").stdout
@@ -448,3 +568,15 @@ def test_purge_removes_configuration_and_state_and_keeps_the_account(machine):
         assert machine.exec("dpkg-statoverride", "--list", path, check=False).returncode == 1, path
     for account in ("airflow", "airflow-alert"):  # kept, as documented
         assert machine.exec("getent", "passwd", account, check=False).returncode == 0, account
+
+
+def test_piuparts_passes_install_purge_and_the_upgrade_from_the_previous_version(suite, piuparts_run):
+    """Debian's package tester, started beside the machine tests (conftest.piuparts_run): in a
+    clean root of the release, install, remove and purge leave nothing behind and remove
+    nothing that was there; the upgrade from the previous version (the package, under the
+    upgrade package) and a purge, the same."""
+    log, seconds = piuparts_run.result(timeout=1800)
+    print(f"\npiuparts on {suite}: passed in {seconds:.0f} s")
+    text = log.read_text()
+    assert "PASS: Installation and purging test." in text
+    assert "PASS: Installation, upgrade and purging tests." in text

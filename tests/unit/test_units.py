@@ -204,8 +204,8 @@ def test_render_custom_user_home_and_venv():
         "User=airflow",
         "Group=airflow",
         "Environment=AIRFLOW_HOME=/var/lib/airflow",
-        "Environment=VIRTUAL_ENV=/opt/venvs/airflow-systemd",
-        "Environment=PATH=/opt/venvs/airflow-systemd/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "Environment=VIRTUAL_ENV=/usr/lib/airflow-systemd/venv",
+        "Environment=PATH=/usr/lib/airflow-systemd/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "EnvironmentFile=-/etc/default/airflow",
         "StateDirectory=airflow",
         "StateDirectoryMode=0750",
@@ -503,11 +503,11 @@ def test_the_alert_unit_runs_as_its_own_account_isolated_and_exposure_is_at_most
     )
     # No environment from a file, and Python that no PYTHON* variable or directory steers.
     assert not [k for k in keys if k.startswith(("EnvironmentFile=", "Environment=", "WorkingDirectory="))]
-    assert "ExecStart=/opt/venvs/airflow-systemd/bin/python3 -I -m airflow_systemd alert %i" in keys
+    assert "ExecStart=/usr/lib/airflow-systemd/venv/bin/python3 -I -m airflow_systemd alert %i" in keys
     assert _exposure(UNIT_FILES / render.ALERT_UNIT) <= 1.5
     instance = tmp_path / "airflow-alert@airflow-scheduler.service"
     instance.write_text(
-        text.replace("/opt/venvs/airflow-systemd/bin/python3", "/bin/true")
+        text.replace("/usr/lib/airflow-systemd/venv/bin/python3", "/bin/true")
         .replace("User=airflow-alert", "User=root")
         .replace("Group=airflow-alert", "Group=root")
     )
