@@ -61,12 +61,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# Upstream's scheduler unit (apache/airflow scripts/systemd) with this machine's paths, as the
+# unit bench runs it.
+from bench.unit_bench import UPSTREAM, upstream_unit  # noqa: E402
 from tests.harness.airflow_env import create_migrated_database  # noqa: E402
 from tests.harness.deployment import SCHEDULER, SERVICES_3, VENV, Deployment, worker  # noqa: E402
 from tests.harness.pgcluster import PgCluster  # noqa: E402
 from tests.harness.sandbox import Sandbox  # noqa: E402
 
-UPSTREAM = "upstream-airflow-scheduler.service"
 STANDALONE = "afsd-bench-standalone.service"
 POLL = 0.2
 ONCE_DAG = "afsd_bench_once"  # @once, one task: the cold start's work
@@ -867,29 +869,6 @@ print((time.thread_time() - start) / {hours})
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return round(float(out.stdout.split()[-1]), 3)
-
-
-def upstream_unit(db_url: str) -> str:
-    # apache/airflow scripts/systemd/airflow-scheduler.service, with this machine's paths (as
-    # bench/unit_bench.py): Type=simple, Restart=always, RestartSec=5s, no watchdog.
-    return f"""[Unit]
-Description=Airflow scheduler daemon (apache/airflow scripts/systemd, for comparison)
-After=network.target postgresql.service
-
-[Service]
-EnvironmentFile=/etc/default/airflow
-Environment=AIRFLOW_HOME=/var/lib/airflow
-Environment=AIRFLOW__LOGGING__BASE_LOG_FOLDER=/var/log/airflow
-Environment=AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={db_url}
-StateDirectory=airflow
-LogsDirectory=airflow
-User=airflow
-Group=airflow
-Type=simple
-ExecStart={VENV}/bin/airflow scheduler
-Restart=always
-RestartSec=5s
-"""
 
 
 # The rows after our cold start, in the order they run (Bench methods).
