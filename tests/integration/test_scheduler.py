@@ -49,7 +49,11 @@ def test_ready_after_first_loop_then_watchdog_at_half_interval(start_scheduler):
     pings = pings_between(sched, msg.at, time.monotonic())
     gaps = [b - a for a, b in zip(pings, pings[1:])]
     assert len(pings) >= 6, pings
-    assert all(WATCHDOG / 2 - 0.05 <= gap < WATCHDOG for gap in gaps), gaps
+    # Never more often than every half interval; within the interval, but for one loop iteration
+    # a loaded machine may stall (4.4 s against 4 s, once, in a full CI run at load 7; the
+    # shipped WatchdogSec=30s leaves that margin).
+    assert all(gap >= WATCHDOG / 2 - 0.05 for gap in gaps), gaps
+    assert sum(gap >= WATCHDOG for gap in gaps) <= 1 and max(gaps) < 2 * WATCHDOG, gaps
     assert "running: loop" in sched.peer.with_field("STATUS")[-1].fields["STATUS"]
     # Only the main process talks to systemd (2.10's serve-logs gunicorn would send READY=1).
     assert {m.pid for m in sched.peer.messages} == {sched.proc.pid}

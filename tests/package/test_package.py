@@ -17,6 +17,7 @@ import re
 import subprocess
 import tarfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -49,12 +50,14 @@ SECRET_KEYS = ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY", "AIRFLOW
 NOT_SHIPPED = {"airflow-webserver.service"}
 UNIT_SUFFIXES = (".service", ".target", ".timer", ".socket", ".path")
 ADMIN_LINE = "AIRFLOW__CORE__PARALLELISM=7"
+# The smoke DAG's run's task logs (Airflow 3: task_id=.../attempt=N.log under it).
+RUN_LOGS = "/var/log/airflow/dag_id=pkg_smoke/run_id=pkg_smoke_1"
 # When each release's install test began: the DAG test prints the time to the DAG's success.
 INSTALL_STARTED: dict[str, float] = {}
 
 # Two dependent tasks, a Python one and a Bash one that reads its result (XCom).
 DAG = """\
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.python import PythonOperator, PythonVirtualenvOperator
@@ -67,7 +70,15 @@ def in_a_new_virtualenv():
     print("fresh virtualenv at", sys.prefix)
 
 
-with DAG("pkg_smoke", schedule=None, start_date=datetime(2025, 1, 1), catchup=False):
+# One retry, as a production DAG has: on the default SQLite a loaded machine can fail a try
+# (the test reports it as a warning with what the services said, and still needs success).
+with DAG(
+    "pkg_smoke",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=5)},
+):
     compute = PythonOperator(task_id="compute", python_callable=lambda: 6 * 7)
     hello = BashOperator(
         task_id="hello",
@@ -250,6 +261,18 @@ true
     return machine.sh(script).stdout.split("\n")[:-1]
 
 
+def what_the_services_said(machine: Sandbox) -> str:
+    """For a failed run: each task's log under its name, the units' restarts, and what the
+    scheduler and the API server logged last (a task that failed without a word in its own log
+    leaves its reason in the scheduler's journal: its executor runs the task's supervisor)."""
+    return machine.sh(
+        f"tail -n 40 {RUN_LOGS}/*/*.log 2>&1;"
+        " systemctl show -p Id -p NRestarts 'airflow*.service';"
+        " journalctl -q --no-pager -o short-monotonic -u airflow-scheduler -u airflow-api-server"
+        " | tail -n 80; true"
+    ).stdout
+
+
 def test_an_older_installations_secrets_in_the_airflow_home_are_planted(machine):
     """What a version before 0.2 left: the keys written by the airflow user into its home,
     which it could rewrite, here with the line a DAG would add. The next test installs."""
@@ -397,10 +420,11 @@ def test_a_dag_dropped_into_the_dags_folder_runs(suite, machine):
         if state in ("success", "failed") or time.monotonic() > deadline:
             break
         time.sleep(3)
-    logs = machine.sh(
-        "cat /var/log/airflow/dag_id=pkg_smoke/run_id=pkg_smoke_1/*/*.log 2>/dev/null || true"
-    ).stdout
-    assert state == "success", f"run state {state}\n{logs[-3000:]}"
+    logs = machine.sh(f"cat {RUN_LOGS}/*/*.log 2>/dev/null || true").stdout
+    assert state == "success", f"run state {state}\n{what_the_services_said(machine)}"
+    retried = machine.sh(f"ls {RUN_LOGS}/*/attempt=2.log 2>/dev/null || true").stdout.split()
+    if retried:  # success on the retry: shown in the run's warnings summary, with its reason
+        warnings.warn(f"{suite}: a second try of {retried}\n{what_the_services_said(machine)}", stacklevel=1)
     if suite in INSTALL_STARTED:
         seconds = time.monotonic() - INSTALL_STARTED[suite]
         print(f"\n{suite}: apt install to the DAG's success: {seconds:.0f} s")
