@@ -1,0 +1,62 @@
+"""The whole-installation bench's smoke run, as CI executes it so that the bench cannot rot:
+``python -m bench --quick`` (a real systemd in the harness, Airflow 3.3.2 on a private
+PostgreSQL, Debian's Redis for the Celery row) ends with every row of its table measured.
+
+It asserts that each row produced a number, never what the number is: timings belong to the
+bench's own output (docs/benchmarks.md), not to a test on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bench.installation import rows
+from tests.harness.package_artifacts import REPO_ROOT
+
+# Every component whose hang the bench catches, as its rows name it.
+COMPONENTS = ("scheduler", "dag-processor", "api-server", "triggerer", "celery-worker")
+NUMBER = re.compile(r"^\d[\d.e+-]* ")  # 12.3 s, 0.023 CPU s/h, 2.3e-05 CPU s/h
+# The one figure that is not a number by design: standalone has no readiness to time.
+NOT_A_NUMBER_BY_DESIGN = {"(no readiness)"}
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory) -> dict:
+    if os.geteuid() != 0:
+        pytest.skip("the bench boots systemd in a container: needs root")  # CI counts it a failure
+    out = tmp_path_factory.mktemp("bench") / "figures.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=40 * 60,
+    )
+    assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    print(done.stdout)  # the table, for -s
+    return json.loads(out.read_text())
+
+
+def test_every_row_of_the_quick_run_has_a_figure_for_both_sides(figures):
+    table = rows(figures, argparse.Namespace(**figures["settings"]))
+    measures = [measure for measure, *_ in table]
+    for component in COMPONENTS:
+        assert any(m.startswith(f"hang caught, {component} ") for m in measures), (component, measures)
+    for prefix in ("cold start", "idle", "cost of liveness", "scheduler SIGKILL"):
+        assert any(m.startswith(prefix) for m in measures), (prefix, measures)
+    assert any("no-op tasks" in m for m in measures), measures
+    for measure, ours, alternative, theirs, ratio in table:
+        assert NUMBER.match(ours), (measure, ours)
+        if theirs in NOT_A_NUMBER_BY_DESIGN:
+            continue
+        # "never within 25 s" is upstream's figure for a hang it does not catch
+        assert re.search(r"\d", theirs), (measure, alternative, theirs)
+        if NUMBER.match(theirs):
+            assert re.fullmatch(r"\d+\.\d\d", ratio), (measure, ours, theirs, ratio)
