@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from bench.installation import rows
+from bench.installation import HELM, rows
 from tests.harness.package_artifacts import REPO_ROOT
 
 # Every component whose hang the bench catches, as its rows name it.
@@ -60,3 +60,5 @@ def test_every_row_of_the_quick_run_has_a_figure_for_both_sides(figures):
         assert re.search(r"\d", theirs), (measure, alternative, theirs)
         if NUMBER.match(theirs):
             assert re.fullmatch(r"\d+\.\d\d", ratio), (measure, ours, theirs, ratio)
+    assert set(figures["hang"]) == {f"airflow-{c}" for c in COMPONENTS}
+    assert set(HELM) >= set(figures["hang"])  # every hang row has the chart's probe beside it
