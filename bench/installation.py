@@ -68,6 +68,7 @@ from tests.harness.airflow_env import create_migrated_database  # noqa: E402
 from tests.harness.deployment import SCHEDULER, SERVICES_3, VENV, Deployment, worker  # noqa: E402
 from tests.harness.pgcluster import PgCluster  # noqa: E402
 from tests.harness.sandbox import Sandbox  # noqa: E402
+from tests.harness.waiting import poll_until  # noqa: E402
 
 STANDALONE = "afsd-bench-standalone.service"
 POLL = 0.2
@@ -200,14 +201,7 @@ def timespan(text: str) -> float:
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(POLL)
+    return poll_until(predicate, timeout, what, every=POLL, error=TimeoutError)
 
 
 class Bench:

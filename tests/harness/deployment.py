@@ -25,6 +25,7 @@ from tests.harness.airflow_env import FAULTS
 from tests.harness.pgcluster import PgCluster, free_port
 from tests.harness.redis import SandboxRedis
 from tests.harness.sandbox import Sandbox
+from tests.harness.waiting import poll_until
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
@@ -274,17 +275,9 @@ class Deployment:
         return f"{p['ActiveState']}/{p['SubState']}"
 
     def wait_for(self, predicate, timeout: float, what: str, unit: str = SCHEDULER):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out after {timeout}s waiting for {what}; {self.props(unit)}\n"
-                    f"{self.journal_tail(unit)}"
-                )
-            time.sleep(0.2)
+        return poll_until(
+            predicate, timeout, what, context=lambda: f"; {self.props(unit)}\n{self.journal_tail(unit)}"
+        )
 
     def cgroup_pids(self, unit: str = SCHEDULER) -> set[int]:
         cgroup = self.props(unit)["ControlGroup"]
