@@ -25,6 +25,7 @@ COMPONENTS = ("scheduler", "dag-processor", "api-server", "triggerer", "celery-w
 NUMBER = re.compile(r"^\d[\d.e+-]* ")  # 12.3 s, 0.023 CPU s/h, 2.3e-05 CPU s/h
 # The one figure that is not a number by design: standalone has no readiness to time.
 NOT_A_NUMBER_BY_DESIGN = {"(no readiness)"}
+OUTPUT: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def figures(tmp_path_factory) -> dict:
         timeout=40 * 60,
     )
     assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-    print(done.stdout)  # the table, for -s
+    OUTPUT.append(done.stdout.split("\n{")[0])  # the table, without the JSON line (conftest prints it)
     return json.loads(out.read_text())
 
 
