@@ -26,6 +26,7 @@ from tests.harness import package_artifacts as artifacts
 from tests.harness import privilege
 from tests.harness.pgcluster import PgCluster
 from tests.harness.sandbox import Sandbox
+from tests.harness.waiting import poll_until
 
 REPO = artifacts.REPO_ROOT
 UNIT_DIR = REPO / "airflow_systemd" / "unit_files"
@@ -412,14 +413,16 @@ def test_a_dag_dropped_into_the_dags_folder_runs(suite, machine):
     airflow(machine, "dags", "reserialize")
     airflow(machine, "dags", "unpause", "pkg_smoke")
     airflow(machine, "dags", "trigger", "pkg_smoke", "--run-id", "pkg_smoke_1")
-    deadline = time.monotonic() + 240
-    while True:
+
+    def ended() -> str | None:
         out = airflow(machine, "dags", "list-runs", "pkg_smoke", "--output", "json")
         runs = json.loads(out.strip().splitlines()[-1])  # after any warnings Airflow logs to stdout
         state = next((r["state"] for r in runs if r["run_id"] == "pkg_smoke_1"), None)
-        if state in ("success", "failed") or time.monotonic() > deadline:
-            break
-        time.sleep(3)
+        return state if state in ("success", "failed") else None
+
+    state = poll_until(
+        ended, 240, "pkg_smoke_1 to end", every=3, context=lambda: what_the_services_said(machine)
+    )
     logs = machine.sh(f"cat {RUN_LOGS}/*/*.log 2>/dev/null || true").stdout
     assert state == "success", f"run state {state}\n{what_the_services_said(machine)}"
     retried = machine.sh(f"ls {RUN_LOGS}/*/attempt=2.log 2>/dev/null || true").stdout.split()
@@ -494,13 +497,7 @@ def scheduler_heartbeat(postgresql) -> float:
 
 
 def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+    return poll_until(predicate, timeout, what, every=1)
 
 
 def kill_whenever_it_runs(machine: Sandbox, unit: str, seconds: float) -> list[float]:
