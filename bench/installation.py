@@ -21,11 +21,15 @@ the ratio means something on a shared 2-core machine where absolute times are no
   the probe command is run against the hung component and its failure timed; the kill time is
   that plus (failureThreshold - 1) x periodSeconds plus the phase of the first probe (0 to
   periodSeconds), given as a range. Faults: scheduler, every PostgreSQL process SIGSTOPped;
-  dag-processor and api-server, their main process SIGSTOPped;
+  dag-processor and api-server, their main process SIGSTOPped; triggerer, a trigger blocking
+  its event loop; Celery worker (last: it switches to the CeleryExecutor), Redis SIGSTOPped.
+  Upstream ships no unit for the dag-processor, triggerer or api-server, and its Type=simple
+  units have no watchdog: the scheduler's stands for them all;
 * cost of liveness: CPU seconds per hour spent proving liveness. Ours: the job loops' notify
   path (JobLoop, Probe, Notifier sending to a real socket) run in-process over simulated hours
   of an idle scheduler, its thread's CPU time; the api-server's health request (server-side CPU
-  per request, measured on the running unit) times its 3600 requests an hour. Helm: the probe
+  per request, measured on the running unit) times its requests an hour (one every quarter of
+  its WatchdogSec= once READY: 480 with the shipped 30 s). Helm: the probe
   command's CPU per call (systemd's accounting of a transient unit) times its calls per hour;
 * task throughput: --tasks no-op tasks in one DAG run (LocalExecutor, parallelism 4), run start
   to end, under our hardened units vs the same four commands started by hand as the airflow
