@@ -962,7 +962,6 @@ def rows(f: dict, args: argparse.Namespace) -> list[tuple[str, str, str, str, st
 
 def hang_rows(hang: dict, args: argparse.Namespace) -> list[tuple[str, str, str, str, str]]:
     out = []
-    wd = f"WatchdogSec={args.watchdog:g}s"
     for service, fault in (
         ("airflow-scheduler", "database frozen"),
         ("airflow-dag-processor", "SIGSTOP"),
@@ -977,8 +976,12 @@ def hang_rows(hang: dict, args: argparse.Namespace) -> list[tuple[str, str, str,
         ours_text = seconds(caught, h["ours"]["budget_s"]) + (
             f" (new process {new:.1f} s)" if new is not None else ""
         )
-        if service != "airflow-scheduler":
-            wd = "WatchdogSec=30s, shipped" if service == "airflow-api-server" else wd
+        # --watchdog sets the job loops' and the worker's; the api-server keeps the shipped 30 s
+        wd = (
+            "WatchdogSec=30s, shipped"
+            if service == "airflow-api-server"
+            else f"WatchdogSec={args.watchdog:g}s"
+        )
         if "upstream" in h:
             up = h["upstream"]
             out.append(
