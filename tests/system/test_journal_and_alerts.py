@@ -249,7 +249,9 @@ def test_a_crash_loop_is_alerted_once_per_failure_within_the_limit_then_once_for
     # PrivateTmp=yes hid the virtualenv (status=203/EXEC).
     assert job["JOB_RESULT"] == "done", unit.journal_tail(ALERT_UNIT)
     runs = [e["_SYSTEMD_INVOCATION_ID"] for e in events(unit, cursor, journal.CRASHED)]
-    assert len(runs) == burst  # StartLimitBurst= starts, each crashed
+    # StartLimitBurst= starts, each crashed. If not, the journal says what each run did instead
+    # (seen once in CI, 4 of 5, under load).
+    assert len(runs) == burst, unit.journal_tail(lines=150)
     failures = [b for b in alerts.bodies if b["kind"] == "failed"]
     assert [b["invocation_id"] for b in failures] == runs[:MAX_ALERTS]  # the first, then the limit
     (final,) = [b for b in alerts.bodies if b["kind"] == "down"]
