@@ -129,12 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         component.set_defaults(func=_run_component, airflow_args=[])
 
     _add_oneshots(sub)
-    from airflow_systemd import secrets_file
+    from airflow_systemd import join, secrets_file
     from airflow_systemd.install import command as units
+    from airflow_systemd.install import role
 
     secrets_file.register(sub)
     units.register(sub)
     alert.register(sub)
+    role.register(sub)
+    join.register(sub)
     return parser
 
 

@@ -227,6 +227,18 @@ def apt(machine: Sandbox, *args: str) -> str:
     ).stdout
 
 
+ETC_UNITS = "/etc/systemd/system"
+
+
+def wanted_by(target: str) -> list[str]:
+    """The shipped units that name TARGET in WantedBy=, sorted."""
+    return sorted(
+        unit
+        for unit in shipped_units()
+        if "@" not in unit and target in " ".join(unit_settings(unit, "WantedBy")).split()
+    )
+
+
 def show(machine: Sandbox, unit: str) -> dict[str, str]:
     out = machine.systemctl("show", unit).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -304,6 +316,10 @@ def test_install_on_a_clean_debian_starts_everything(suite, machine, deb):
         if "@" in unit or not unit_settings(unit, "WantedBy"):
             continue
         assert machine.systemctl("is-active", unit, check=False).stdout.strip() == "active", unit
+    # What makes a plain `systemctl start airflow-scheduler` bring up what its tasks need: the
+    # links deb-systemd-helper makes from WantedBy=airflow-scheduler.service on a fresh install.
+    wants = machine.exec("ls", f"{ETC_UNITS}/airflow-scheduler.service.wants", check=False).stdout.split()
+    assert sorted(wants) == wanted_by("airflow-scheduler.service") != [], wants
     migrate = show(machine, "airflow-db-migrate.service")
     assert (migrate["ActiveState"], migrate["Result"]) == ("active", "success")
     airflow(machine, "db", "check-migrations", "--migration-wait-timeout", "0")
