@@ -30,6 +30,8 @@ TASK_QUEUED_TOO_LONG = "376b4c3f89294c0e9f7a122e43dac0db"
 TRIGGER_UNASSIGNED = "9a21bd2b45f441cdb1cb73eaa414b068"
 STUCK_WORK_CLEARED = "5a6ed227dfe545b6a589fce66324ec35"
 HEARTBEAT_FAILED = "2decf450baa047499778f20a52fbb1a8"
+EXECUTION_API_UNREACHABLE = "33e012e15a9a4f599cf55193c2c56906"
+EXECUTION_API_REACHABLE = "0bc7554dcb4d4858ae804a9d8479948d"
 
 EVENTS = {
     READY: "ready",
@@ -43,6 +45,8 @@ EVENTS = {
     TRIGGER_UNASSIGNED: "trigger unassigned",
     STUCK_WORK_CLEARED: "stuck work cleared",
     HEARTBEAT_FAILED: "heartbeat failed",
+    EXECUTION_API_UNREACHABLE: "execution API unreachable",
+    EXECUTION_API_REACHABLE: "execution API reachable",
 }
 
 # --- Files shipped in unit_files/ (the package data install-units and the .deb use).

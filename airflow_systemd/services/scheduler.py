@@ -1,5 +1,7 @@
 """The scheduler: `airflow scheduler`, plus how many task instances each loop queued and, on
-Airflow 3, the stuck-work check (:mod:`.stuck_work`) with the age of the oldest queued task.
+Airflow 3, the stuck-work check (:mod:`.stuck_work`) with the age of the oldest queued task, and
+the execution API check (:mod:`.execution_api`), whose complaint, while tasks cannot reach it,
+comes first in what the scheduler adds to STATUS=.
 
 ``SchedulerJobRunner._do_scheduling`` returns that count in Airflow 2.10 and 3.x.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 import functools
 
 from airflow_systemd.airflow import support
-from airflow_systemd.services import stuck_work
+from airflow_systemd.services import execution_api, stuck_work
 from airflow_systemd.services.job import JobService
 
 
@@ -17,6 +19,7 @@ def _queued_counter(module):
     runner = module.SchedulerJobRunner
     support.require_attributes(runner, ("_do_scheduling",), "SchedulerJobRunner")
     check = stuck_work.install(runner)
+    api = execution_api.install(runner)
     queued = [0]
     do_scheduling = runner._do_scheduling
 
@@ -28,9 +31,12 @@ def _queued_counter(module):
     runner._do_scheduling = do_scheduling_and_count
 
     def activity() -> str:
-        text = f"{queued[0]} task(s) queued by the last loop"
-        oldest = check.status() if check else ""
-        return f"{text}, {oldest}" if oldest else text
+        parts = (
+            api.status() if api else "",
+            f"{queued[0]} task(s) queued by the last loop",
+            check.status() if check else "",
+        )
+        return ", ".join(part for part in parts if part)
 
     return activity
 

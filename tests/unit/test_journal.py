@@ -74,7 +74,7 @@ def test_priority_follows_journal_handler():
 
 def test_message_ids_are_distinct_128_bit_ids():
     ids = list(journal.EVENTS)
-    assert len(ids) == len(set(ids)) == 11
+    assert len(ids) == len(set(ids)) == 13
     assert all(len(i) == 32 and int(i, 16) for i in ids)
 
 
