@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_systemd.contract import EXECUTION_API_REACHABLE, EXECUTION_API_UNREACHABLE
 from tests.harness.deployment import SCHEDULER, SERVICES_3, VENV, Deployment
 
 PIPELINE = "afsd_pipeline"
@@ -79,6 +80,7 @@ def test_a_role_runs_what_it_needs_and_nothing_else_and_all_in_one_brings_everyt
     host.sb.systemctl("start", "airflow.target")  # running already after the test above
     all_running(host, EVERY_SERVICE)
 
+    cursor = host.cursor()
     said = role(host, "scheduler")
     assert "systemctl disable --now airflow-dag-processor.service airflow-api-server.service" in said
     assert {u: (enabled(host, u), host.state(u)) for u in EVERY_SERVICE} == {
@@ -90,6 +92,21 @@ def test_a_role_runs_what_it_needs_and_nothing_else_and_all_in_one_brings_everyt
     # Starting the scheduler no longer brings up what the role left out.
     wants = set(host.sb.show(SCHEDULER, "Wants").split())
     assert TRIGGERER in wants and not {API, DAG_PROCESSOR} & wants, wants
+    # With the LocalExecutor and no API server here, its tasks would fail: the scheduler says so
+    # in its Status: line and once in the journal, rather than looking healthy.
+    status = host.wait_for(
+        lambda: "tasks cannot reach the execution API" in host.sb.show(SCHEDULER, "StatusText"),
+        60,
+        "STATUS= to name the unreachable execution API",
+    )
+    assert status
+    (event,) = host.wait_for(
+        lambda: host.journal_json(cursor, SCHEDULER, f"MESSAGE_ID={EXECUTION_API_UNREACHABLE}"),
+        30,
+        "the EXECUTION_API_UNREACHABLE event",
+    )
+    assert event["PRIORITY"] == "4" and event["EXECUTION_API_URL"].endswith("/execution/"), event
+    assert host.state(SCHEDULER) == "active/running"  # reported, never killed for it
 
     # The control role: the API server on every address, from its drop-in.
     role(host, "control", "--no-start")
@@ -98,8 +115,14 @@ def test_a_role_runs_what_it_needs_and_nothing_else_and_all_in_one_brings_everyt
     assert hosts[-1] == "AIRFLOW__API__HOST=0.0.0.0", hosts  # the last one wins
     assert host.state(API) == "inactive/dead"  # --no-start
 
+    cursor = host.cursor()
     role(host, "all-in-one")
     all_running(host, EVERY_SERVICE)
+    host.wait_for(
+        lambda: host.journal_json(cursor, SCHEDULER, f"MESSAGE_ID={EXECUTION_API_REACHABLE}"),
+        60,
+        "the EXECUTION_API_REACHABLE event once the API server is back",
+    )
     assert {u: (enabled(host, u), host.state(u)) for u in EVERY_SERVICE} == {
         u: ("enabled", "active/running") for u in EVERY_SERVICE
     }
