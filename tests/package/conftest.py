@@ -24,6 +24,26 @@ def machine_prefix(suite: str) -> str:
     return f"{NAME_PREFIX}{suite[:3]}"  # + the session's PID (sessions.session_sandbox)
 
 
+def _release(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("suite") if callspec else None
+
+
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the items by release
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The three-host test (test_hosts.py, Debian 12 only) last in the Debian 12 lane: after the
+    one machine's tests and piuparts, so that its three machines do not run beside them; before
+    the next release's tests when the session has them."""
+    hosts = [item for item in items if item.path.name == "test_hosts.py"]
+    if not hosts:
+        return
+    rest = [item for item in items if item.path.name != "test_hosts.py"]
+    last = max((n for n, item in enumerate(rest) if _release(item) == "bookworm"), default=-1)
+    later = (n for n in range(last + 1, len(rest)) if _release(rest[n]) not in (None, "bookworm"))
+    at = next(later, len(rest))
+    items[:] = rest[:at] + hosts + rest[at:]
+
+
 def _why_not() -> str | None:
     if os.geteuid() != 0:
         return "package tests need root (mmdebstrap, chroot, systemd-nspawn)"
