@@ -1,5 +1,6 @@
 """The unit tier runs in every supported Airflow's virtualenv."""
 
+import logging
 from importlib import util
 
 import pytest
@@ -20,3 +21,30 @@ def peer(tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     yield peer
     peer.close()
+
+
+class Events(logging.Handler):
+    """The records airflow_systemd's loggers emit; ``ids()``: their events' MESSAGE_IDs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def ids(self) -> list[str]:
+        return [r.MESSAGE_ID for r in self.records if hasattr(r, "MESSAGE_ID")]
+
+
+@pytest.fixture
+def events():
+    """An Events handler on the airflow_systemd logger at INFO, for this test."""
+    handler = Events()
+    logger = logging.getLogger("airflow_systemd")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)

@@ -15,6 +15,7 @@ import pytest
 from airflow_systemd import contract
 from airflow_systemd.services import execution_api
 from airflow_systemd.services.execution_api import CHECK_EVERY, Endpoint, ExecutionApiCheck
+from tests.harness.clock import Clock
 from tests.harness.pgcluster import free_port
 
 
@@ -62,38 +63,6 @@ def silent_url():
     sock.listen(8)
     yield f"http://127.0.0.1:{sock.getsockname()[1]}/execution/"
     sock.close()
-
-
-class Events(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def ids(self) -> list[str]:
-        return [r.MESSAGE_ID for r in self.records if hasattr(r, "MESSAGE_ID")]
-
-
-@pytest.fixture
-def events():
-    handler = Events()
-    logger = logging.getLogger("airflow_systemd")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def collect(endpoint: Endpoint, timeout: float = 10.0) -> None:

@@ -9,40 +9,9 @@ import pytest
 from airflow_systemd import contract
 from airflow_systemd.services import stuck_work
 from airflow_systemd.services.stuck_work import Oldest, StuckWork
+from tests.harness.clock import Clock
 
 AFTER = 300.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Events(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def ids(self) -> list[str]:
-        return [r.MESSAGE_ID for r in self.records]
-
-
-@pytest.fixture
-def events():
-    handler = Events()
-    logger = logging.getLogger("airflow_systemd")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def queued(age: float, count: int = 1) -> Oldest:
