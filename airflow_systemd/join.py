@@ -300,16 +300,6 @@ def merged(text: str, values: dict[str, str], dropped: tuple[str, ...] = ()) -> 
     return "\n".join(lines) + "\n", removed
 
 
-def _check_directory(path: str) -> None:
-    """Refuse a directory anyone but root could change: the units' root lines read its files."""
-    info = os.stat(path)
-    if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise SettingsProblem(
-            f"{path} must belong to root and be writable by root only (it is "
-            f"uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o})"
-        )
-
-
 def _replace(path: str, text: str, gid: int) -> None:
     """Write ``path`` as root:``gid`` 0640 at once: a new file renamed over the old one, so that
     a unit starting meanwhile reads the old settings or the new ones, never half of them."""
@@ -342,7 +332,7 @@ def import_(
     # Everything is read and checked before anything is written: a refusal changes nothing.
     os.makedirs(os.path.dirname(secrets_path), mode=0o755, exist_ok=True)
     for directory in {os.path.dirname(secrets_path), os.path.dirname(env_path)}:
-        _check_directory(directory)
+        secrets_file.check_directory(directory)
     secrets_text = _read_root_file(secrets_path, missing_ok=True)
     env_text = _read_root_file(env_path, missing_ok=True) or ""
     if secrets_text is None:
@@ -433,7 +423,7 @@ def _import_command(args: argparse.Namespace) -> int:
 def _run(command: str, action) -> int:
     try:
         print(action(), file=sys.stderr)
-    except (SettingsProblem, OSError) as exc:
+    except (SettingsProblem, secrets_file.SecretsProblem, OSError) as exc:
         print(f"airflow-systemd {command}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return 0

@@ -89,8 +89,9 @@ def read_old_keys(path: str) -> tuple[dict[str, str], list[str]]:
     return keys, dropped
 
 
-def _check_directory(path: str) -> None:
-    """Refuse a directory anyone but root could change: the units' root lines read the file."""
+def check_directory(path: str) -> None:
+    """Refuse a directory anyone but root could change: the units' root lines read its files
+    (secrets.env here, /etc/default/airflow too for import-settings)."""
     info = os.stat(path)
     if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise SecretsProblem(
@@ -113,7 +114,7 @@ def ensure(path: str = DEFAULT_PATH, group: str = DEFAULT_GROUP, take_over: str 
         raise SecretsProblem(f"group {group!r} does not exist") from None
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    _check_directory(directory)
+    check_directory(directory)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
