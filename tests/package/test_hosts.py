@@ -500,11 +500,16 @@ def test_forty_short_tasks_run_on_both_worker_hosts_slots_at_once_and_on_one_wit
     )
 
 
-def test_a_partitioned_worker_host_costs_no_double_success_and_rejoins_by_itself(hosts):
+def four_tasks_two_running_on_c(hosts: Hosts) -> tuple[Run, set[str]]:
+    """A run of four 15 s tasks, once two of them run on C (its two slots): the run and those two."""
     run = hosts.trigger("hosts_four", seconds=15)
     poll_until(lambda: len(hosts.running_on(run, "c.lab")) == 2, 90, "two tasks running on C",
                every=0.5, context=lambda: hosts.diagnostics(run))  # fmt: skip
-    cut = {t.task_id for t in hosts.running_on(run, "c.lab")}
+    return run, {t.task_id for t in hosts.running_on(run, "c.lab")}
+
+
+def test_a_partitioned_worker_host_costs_no_double_success_and_rejoins_by_itself(hosts):
+    run, cut = four_tasks_two_running_on_c(hosts)
     hosts.lab.cut("c")
     try:
         time.sleep(2 * HEARTBEAT_TIMEOUT)
@@ -560,10 +565,7 @@ def test_b_scheduler_carries_the_run_when_a_scheduler_is_stopped_for_good(hosts)
 
 
 def test_a_worker_host_powered_off_loses_no_run(hosts):
-    run = hosts.trigger("hosts_four", seconds=15)
-    poll_until(lambda: len(hosts.running_on(run, "c.lab")) == 2, 90, "two tasks running on C",
-               every=0.5, context=lambda: hosts.diagnostics(run))  # fmt: skip
-    lost = {t.task_id for t in hosts.running_on(run, "c.lab")}
+    run, lost = four_tasks_two_running_on_c(hosts)
     hosts.lab.pull_the_plug("c")
     killed = time.time()
     assert hosts.wait(run, 240) == "success", hosts.diagnostics(run)
