@@ -25,7 +25,7 @@ import sys
 import tempfile
 import textwrap
 
-from airflow_systemd import secrets_file
+from airflow_systemd import plain_file, secrets_file
 from airflow_systemd.contract import DEFAULT_ENV_FILE, DEFAULT_GROUP, EXIT_CONFIG, SECRETS_FILE
 
 KEYS = ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET")
@@ -43,7 +43,6 @@ URLS = (DATABASE, BROKER, RESULT_BACKEND)
 API_PORT = "AIRFLOW__API__PORT"
 DEFAULT_API_PORT = "8080"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
-_MAX_SIZE = 65536
 
 _NAME_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 # One word for systemd's EnvironmentFile= parser: no whitespace, quotes or backslash (escapes).
@@ -139,18 +138,23 @@ def assignments(text: str) -> list[tuple[int, str, str] | tuple[int, None, str]]
 def _read_root_file(path: str, missing_ok: bool = False) -> str | None:
     """A root-owned file's text, opened without following a link or blocking on a FIFO."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        return _read_plain(path)[0]
     except FileNotFoundError:
         if missing_ok:
             return None
         raise SettingsProblem(f"{path} does not exist") from None
+
+
+def _read_plain(path: str) -> tuple[str, os.stat_result]:
+    """plain_file.read, its refusals as SettingsProblem (FileNotFoundError passed on)."""
+    try:
+        return plain_file.read(path)
+    except FileNotFoundError:
+        raise
+    except plain_file.NotPlain as exc:
+        raise SettingsProblem(str(exc)) from None
     except OSError as exc:
         raise SettingsProblem(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_SIZE:
-            raise SettingsProblem(f"{path} is not a regular file of at most {_MAX_SIZE} bytes")
-        return f.read(_MAX_SIZE).decode("utf-8", "replace")
 
 
 def _environment(path: str) -> dict[str, str]:
@@ -243,19 +247,14 @@ def read_settings(path: str) -> dict[str, str]:
     so a file another account could have written or read is no proof of anything.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise SettingsProblem(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())  # of the file opened, not of whatever the name points at later
-        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_SIZE:
-            raise SettingsProblem(f"{path} is not a regular file of at most {_MAX_SIZE} bytes")
-        if info.st_uid != 0 or info.st_mode & 0o077:
-            raise SettingsProblem(
-                f"{path} must belong to root with no access for group or others (it is uid "
-                f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o}): chown root {path}; chmod 600 {path}"
-            )
-        text = f.read(_MAX_SIZE).decode("utf-8", "replace")
+        text, info = _read_plain(path)  # info: of the file read, not of what the name points at later
+    except FileNotFoundError:
+        raise SettingsProblem(f"cannot read {path}: it does not exist") from None
+    if info.st_uid != 0 or info.st_mode & 0o077:
+        raise SettingsProblem(
+            f"{path} must belong to root with no access for group or others (it is uid "
+            f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o}): chown root {path}; chmod 600 {path}"
+        )
     settings: dict[str, str] = {}
     for number, name, value in assignments(text):
         where = f"{path} line {number}"

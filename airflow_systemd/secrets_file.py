@@ -27,6 +27,7 @@ import secrets
 import stat
 import sys
 
+from airflow_systemd import plain_file
 from airflow_systemd.contract import DEFAULT_GROUP
 from airflow_systemd.contract import OLD_SECRETS_FILE as OLD_PATH
 from airflow_systemd.contract import SECRETS_FILE as DEFAULT_PATH
@@ -40,7 +41,6 @@ KEYS = (
 # What generate() makes (urlsafe base64 and token_urlsafe): nothing a shell or systemd reads
 # as more than a word.
 _TOKEN = re.compile(r"^[A-Za-z0-9_=-]{16,200}$")
-_MAX_OLD_SIZE = 65536
 
 
 class SecretsProblem(Exception):
@@ -65,16 +65,13 @@ def read_old_keys(path: str) -> tuple[dict[str, str], list[str]]:
     data only.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        text, _ = plain_file.read(path)
     except FileNotFoundError:
         return {}, []
+    except plain_file.NotPlain as exc:
+        raise SecretsProblem(str(exc)) from None
     except OSError as exc:
         raise SecretsProblem(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_OLD_SIZE:
-            raise SecretsProblem(f"{path} is not a regular file of at most {_MAX_OLD_SIZE} bytes")
-        text = f.read(_MAX_OLD_SIZE).decode("utf-8", "replace")
     keys, dropped = {}, []
     for line in text.splitlines():
         line = line.strip()
