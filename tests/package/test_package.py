@@ -552,10 +552,17 @@ def test_a_long_database_stop_and_a_frozen_database(suite, machine, postgresql):
     postgresql.start()
     beat = wait_until(lambda: (hb := scheduler_heartbeat(postgresql)) > back and hb, 120, "heartbeat")
     restarts = {unit: since(machine, unit, stopped, "Scheduled restart job") for unit in units}
-    delays = [min(r - k for r in restarts[CRASHING] if r > k) for k in kills if max(restarts[CRASHING]) > k]
+    # A restart of the scheduler starts what it Wants= too (the DAG processor, triggerer and API
+    # server are WantedBy=airflow-scheduler.service): on systemd >= 254 a triggerer waiting out its
+    # back-off then starts at once, with it (seen in CI: the triggerer's 2nd restart 3 s after its
+    # kill, in the second of the scheduler's restart). The back-off is in the triggerer's own.
+    pulled = {r for r in restarts[CRASHING] if any(abs(r - s) < 2 for u in RESTARTED for s in restarts[u])}
+    following = [min((r for r in restarts[CRASHING] if r > k), default=None) for k in kills]
+    delays = [r - k for k, r in zip(kills, following) if r is not None and r not in pulled]
     print(f"\n{suite}: database stopped 300 s, restarts (s after the stop): ", end="")
     print({u.split(".")[0]: [round(t - stopped) for t in ts] for u, ts in restarts.items()})
-    print(f"{suite}: triggerer killed {len(kills)} times, restarted after (s):", [round(d) for d in delays])
+    print(f"{suite}: triggerer killed {len(kills)} times, restarted after (s):", [round(d) for d in delays],
+          f"and {len(pulled)} time(s) with the scheduler")  # fmt: skip
     print(f"{suite}: database back to the scheduler's heartbeat: {beat - back:.1f} s")
     assert beat - back < 60
     for unit in RESTARTED:
