@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +43,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     later = (n for n in range(last + 1, len(rest)) if _release(rest[n]) not in (None, "bookworm"))
     at = next(later, len(rest))
     items[:] = rest[:at] + hosts + rest[at:]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The three-host test's figures, where CI keeps them (its prints are captured)."""
+    module = sys.modules.get("tests.package.test_hosts")
+    figures = getattr(module, "FIGURES", ())
+    if figures:
+        terminalreporter.write_sep("-", "three hosts: figures")
+        for text in figures:
+            terminalreporter.write_line(text)
 
 
 def _why_not() -> str | None:

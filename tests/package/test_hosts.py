@@ -398,7 +398,9 @@ def join(machine: Sandbox, exported: str, *roles: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def hosts(request, suite, deb, debian_root) -> Iterator[Hosts]:
+def hosts(suite, deb, debian_root) -> Iterator[Hosts]:
+    """The three hosts, joined. The figures reach the run's output through the terminal summary
+    (tests/package/conftest.py): what a fixture writes here is captured like a test's output."""
     started = time.monotonic()
     with ExitStack() as stack:
         hosts = boot_hosts(deb, debian_root, stack)
@@ -407,11 +409,6 @@ def hosts(request, suite, deb, debian_root) -> Iterator[Hosts]:
             yield hosts
         finally:
             figure(f"the module, teardown excluded: {time.monotonic() - started:.0f} s")
-            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-            if reporter is not None:  # the figures in the run's output, also without -rA
-                reporter.write_line("")
-                for text in FIGURES:
-                    reporter.write_line(f"three hosts: {text}")
 
 
 # --- the tests, in the order they run ----------------------------------------------------------
