@@ -331,7 +331,12 @@ def serve_database_and_broker(a: Sandbox, address: str) -> None:
 
 
 def role(machine: Sandbox, *args: str) -> None:
-    machine.exec("airflow-systemd", "role", *args, timeout=600)
+    done = machine.exec("airflow-systemd", "role", *args, timeout=600, check=False)
+    if done.returncode != 0:
+        # What failed to start says why in its journal (seen once in CI: "A dependency job for
+        # airflow-celery-worker@default.service failed" on C, the output naming no cause).
+        journal = machine.sh("journalctl -q --no-pager -o short-monotonic -u 'airflow-*' -n 80; true").stdout
+        raise AssertionError(f"role {' '.join(args)}: {done.stderr}\n--- journal ---\n{journal}")
 
 
 def boot_hosts(deb: Path, debian_root: Path, stack: ExitStack) -> Hosts:
@@ -371,13 +376,10 @@ def boot_hosts(deb: Path, debian_root: Path, stack: ExitStack) -> Hosts:
     role(a, "control")
     a.exec("airflow-systemd", "export-settings", "--host", lab.host_name("a"), SETTINGS_FILE)
     exported = a.exec("cat", SETTINGS_FILE).stdout
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        joined = [
-            pool.submit(join, machines["b"], exported, "worker", "scheduler"),
-            pool.submit(join, machines["c"], exported, "worker"),
-        ]
-        for done in joined:
-            done.result()
+    # One host after the other, as the README has an operator do it: each joining host's
+    # db-migrate and first start against A's database, not two at once.
+    join(machines["b"], exported, "worker", "scheduler")
+    join(machines["c"], exported, "worker")
     hosts.login()
     poll_until(
         lambda: hosts.sql(f"SELECT count(*) FROM dag WHERE dag_id IN {DAG_IDS} AND NOT is_paused") == [["4"]],
