@@ -31,7 +31,11 @@ REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
 DAGS = REPO / "tests" / "system" / "dags"  # the system tests' DAGs, which add_dag() copies in
 SCHEDULER = "airflow-scheduler.service"
-WATCHDOG = 4  # seconds, set by the test drop-in; the shipped default is 30
+# Seconds, set by the test drop-in for the job loops (shipped: 30). Short enough that a hang test
+# waits seconds, long enough that a loop on a loaded 2-core CI machine does not miss it: at 4 s,
+# CI's scheduler was killed mid-loop in the Celery module (2026-12-02) and its queued task then
+# waited for orphan adoption past the test's bound.
+WATCHDOG = 10
 # Prefix drop-in (systemd >= 246): applies to every airflow-*.service.
 DROP_IN_DIR = "/etc/systemd/system/airflow-.service.d"
 SERVICES_3 = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server")
@@ -91,7 +95,7 @@ class Deployment:
         self.db = db
         self.api_port = free_port()
 
-    def install(self, watchdog: str = "4s") -> None:
+    def install(self, watchdog: str = f"{WATCHDOG}s") -> None:
         sb = self.sb
         sb.write_file("/etc/sysusers.d/airflow.conf", (REPO / "units" / "airflow.sysusers").read_text())
         sb.exec("systemd-sysusers")
@@ -153,7 +157,7 @@ class Deployment:
         text = "".join(f"{line}\n" for line in kept) + "".join(f"{k}={v}\n" for k, v in settings.items())
         self.sb.write_file("/etc/default/airflow", text, mode=0o640)
 
-    def install_broker(self, watchdog: str = "4s", drain: int = 50) -> SandboxRedis:
+    def install_broker(self, watchdog: str = f"{WATCHDOG}s", drain: int = 50) -> SandboxRedis:
         """Debian's redis-server in the container, for the CeleryExecutor (its URL is for
         switch_executor); the workers' test drop-in: a short watchdog like the job loops', and a
         drain bound of DRAIN seconds (the entrypoint's --stop-timeout, shipped 3600) under a

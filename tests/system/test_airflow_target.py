@@ -1,6 +1,6 @@
 """Every Airflow service under airflow.target, and a real DAG run through all of them.
 
-Test-only settings: heartbeats of 1 s, WatchdogSec=4s for the job loops, task retry delay
+Test-only settings: heartbeats of 1 s, WatchdogSec=10s for the job loops, task retry delay
 5 s (tests/harness/deployment.py, dags/afsd_pipeline.py).
 """
 

@@ -7,7 +7,8 @@ edit of /etc/default/airflow, `systemctl enable --now` the workers, `systemctl r
 airflow.target`), and every test below runs on the CeleryExecutor.
 
 Test-only settings, on top of tests/harness/deployment.py's (1 s heartbeats, retry delay 5 s):
-task heartbeat timeout 20 s (checked every 5 s); the workers' WatchdogSec=10s and a drain
+task heartbeat timeout 20 s (checked every 5 s); a dead scheduler's queued tasks adopted after
+10 s (checked every 10 s); the workers' WatchdogSec=10s and a drain
 bound of 50 s (--stop-timeout, under TimeoutStopSec=60s) in a drop-in; the broker on a free
 port (the container shares the host's network); worker concurrency 2 (two cores). The units
 keep their shipped RestartSec=, so the recovery times printed include it. Every figure is
@@ -22,17 +23,17 @@ import time
 import airflow
 import pytest
 
-from tests.harness.deployment import SERVICES_3, worker
+from tests.harness.deployment import SERVICES_3, WATCHDOG, worker
 
 # where (Python, queue default, sleeps conf "seconds") >> [shell (Bash), other (Bash, queue second)]
 DAG = "afsd_celery"
 DEFAULT, SECOND = worker("default"), worker("second")
 WORKERS = (DEFAULT, SECOND)
 UNITS = (*(f"{s}.service" for s in SERVICES_3), *WORKERS)
-# The workers' WatchdogSec= (shipped 30 s). Not the job loops' 4 s: after a broker restart
-# Celery's consumer retries in 2 s, then mingles (1 s) and restarts its blueprint, the
+# The workers' WatchdogSec= (shipped 30 s), the job loops' test value. Not less: after a broker
+# restart Celery's consumer retries in 2 s, then mingles (1 s) and restarts its blueprint, the
 # bootstep's ticks included; at 4 s that alone was a watchdog kill in every run.
-WORKER_WATCHDOG = 10
+WORKER_WATCHDOG = WATCHDOG
 DRAIN_BOUND = 50  # --stop-timeout of the test drop-in (Deployment.install_broker); shipped: 3600
 SETTINGS = {
     "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
@@ -40,6 +41,11 @@ SETTINGS = {
     # 30 s) and retried: 20 s still holds 4 of the task supervisor's 5 s heartbeats.
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    # A scheduler that systemd restarted mid-send (its watchdog, on a loaded CI machine) leaves
+    # its queued tasks to orphan adoption: once its heartbeat is older than the threshold, at
+    # the next check (defaults 30 s and 300 s, past these tests' bounds; test_faults.py's values).
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10",
 }
 UNFINISHED = "('queued', 'running', 'scheduled', 'up_for_retry', 'restarting')"
 FIGURES: dict[str, str] = {}

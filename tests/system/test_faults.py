@@ -5,7 +5,7 @@ the triggerer), injects the fault, and then asks for what the issue promises: th
 `success` with at most one retry per task, every service is back to active/running by
 itself, no run or task is left queued/running, and no process outlived its main process.
 
-Test-only settings, on top of tests/harness/deployment.py's (1 s heartbeats, WatchdogSec=4s for
+Test-only settings, on top of tests/harness/deployment.py's (1 s heartbeats, WatchdogSec=10s for
 the job loops, task heartbeat timeout 30 s, retry delay 5 s): a restarted scheduler adopts the
 tasks of its dead predecessor once that one's heartbeat is older than
 ``scheduler_health_check_threshold`` and only at ``orphaned_tasks_check_interval``

@@ -21,7 +21,7 @@ OUTAGE = 120
 # The shipped per-unit limit (max_alerts per window) that incidents replace.
 OLD_PER_UNIT_LIMIT = 3
 UNITS = [f"{s}.service" for s in SERVICES_3]
-# The shipped WatchdogSec= instead of the tests' 4 s: a loop that retries its queries for a
+# The shipped WatchdogSec= instead of the tests' 10 s: a loop that retries its queries for a
 # few seconds (Airflow's run_with_db_retries) then fails on the lost database, as in production,
 # rather than being killed by the watchdog first.
 SHIPPED_WATCHDOG = "60-shipped-watchdog.conf"
