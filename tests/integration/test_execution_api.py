@@ -4,15 +4,14 @@ and in the journal, and says so again when it answers; Airflow 2, which has none
 ``[core] execution_api_server_url`` points at a free loopback port with nothing listening; later
 the test serves HTTP on that port itself (any answer is what counts). The scheduler's output file
 is its journal stream (JOURNAL_STREAM), and its native entries are recorded instead of sent (a
-``sitecustomize`` on the test's PYTHONPATH replaces ``systemd.journal.sendv``, as in
-test_journal_records.py), so the entries are checked with the fields journald would get.
+``sitecustomize`` on the test's PYTHONPATH replaces ``systemd.journal.sendv``:
+tests/harness/journal_stream.py), so the entries are checked with the fields journald would get.
 """
 
 from __future__ import annotations
 
 import http.server
 import json
-import os
 import threading
 import time
 from importlib import metadata
@@ -22,9 +21,8 @@ import pytest
 from airflow_systemd import contract
 from airflow_systemd.services.execution_api import CHECK_EVERY
 from airflow_systemd.services.probe import STATUS_EVERY
-from tests.harness.airflow_env import CHECKOUT, FAULTS
+from tests.harness.journal_stream import journal_stream_env, recording_path
 from tests.harness.pgcluster import free_port
-from tests.integration.test_journal_records import RECORD_ENTRIES
 
 AIRFLOW_3 = metadata.version("apache-airflow").startswith("3.")
 LOOP = 1.0  # [scheduler] scheduler_heartbeat_sec of the harness: about one loop
@@ -61,20 +59,14 @@ class Answering:
 @pytest.fixture
 def scheduler(start_component, tmp_path):
     """A scheduler whose tasks' execution API URL is a port nothing listens on."""
-    path = tmp_path / "path"
-    path.mkdir()
-    (path / "sitecustomize.py").write_text(RECORD_ENTRIES)
+    path = recording_path(tmp_path / "path")
     port = free_port()
     output = tmp_path / "scheduler0.log"  # what components.start opens (truncates) for index 0
-    output.touch()
-    st = os.stat(output)
     sched = start_component(
         "scheduler",
         env={
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
-            "AFSD_TEST_JOURNAL": str(tmp_path / "journal.jsonl"),
-            "PYTHONPATH": os.pathsep.join((str(path), str(FAULTS), str(CHECKOUT))),
+            **journal_stream_env(output, path, tmp_path / "journal.jsonl"),
         },
     )
     assert sched.output == output

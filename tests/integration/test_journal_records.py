@@ -12,14 +12,13 @@ before. Run with ``-s`` to see the records (the sample in docs/journal.md comes 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 
 import airflow
 import pytest
 
-from tests.harness.airflow_env import CHECKOUT, FAULTS
+from tests.harness.journal_stream import journal_stream_env, recording_path
 from tests.harness.pgcluster import free_port
 
 AIRFLOW_3 = airflow.__version__.startswith("3.")
@@ -43,19 +42,6 @@ with DAG("afsd_journal", schedule="@once", start_date=pendulum.datetime(2026, 1,
 """
 
 
-RECORD_ENTRIES = """
-import json, os, systemd.journal
-
-def sendv(*lines):
-    entry = {}
-    for line in lines:
-        name, _, value = (line.decode(errors="replace") if isinstance(line, bytes) else line).partition("=")
-        entry[name] = value
-    with open(os.environ["AFSD_TEST_JOURNAL"], "a") as f:
-        f.write(json.dumps(entry) + "\\n")
-
-systemd.journal.sendv = sendv
-"""
 HIDE_SYSTEMD_PYTHON = 'raise ImportError("systemd-python hidden by the test")\n'
 
 
@@ -65,8 +51,7 @@ def start(start_component, tmp_path, native: bool):
     (tmp_path / "dags" / "afsd_journal.py").write_text(DAG)
     path = tmp_path / "path"
     if native:
-        path.mkdir()
-        (path / "sitecustomize.py").write_text(RECORD_ENTRIES)
+        recording_path(path)
     else:
         (path / "systemd").mkdir(parents=True)
         (path / "systemd" / "__init__.py").write_text(HIDE_SYSTEMD_PYTHON)
@@ -82,16 +67,8 @@ def start(start_component, tmp_path, native: bool):
         "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
     }
     output = tmp_path / "scheduler0.log"  # what components.start opens (truncates) for index 0
-    output.touch()
-    st = os.stat(output)
     scheduler = start_component(
-        "scheduler",
-        env={
-            **shared,
-            "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
-            "AFSD_TEST_JOURNAL": str(tmp_path / "journal.jsonl"),
-            "PYTHONPATH": os.pathsep.join((str(path), str(FAULTS), str(CHECKOUT))),
-        },
+        "scheduler", env={**shared, **journal_stream_env(output, path, tmp_path / "journal.jsonl")}
     )
     assert scheduler.output == output
     if AIRFLOW_3:
