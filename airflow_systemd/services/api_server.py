@@ -7,4 +7,6 @@ SERVICE = HttpService(
     title="API server",
     health_path="/api/v2/monitor/health",
     host_arg="host",
+    # The execution API (what tasks call) builds its routes on its first request: before READY=1.
+    warm_paths=("/execution/health",),
 )

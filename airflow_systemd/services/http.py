@@ -12,6 +12,16 @@ every quarter watchdog interval. The pings go out at most every half interval an
 WatchdogSec=30s, a request every 7.5 s (480 an hour) instead of every second (3600), which the
 benchmark measured at 10 times the Helm chart's httpGet probe (360 an hour). The watchdog
 still acts 22.5 to 30 s after the last answer (16 to 30 s with a request every second).
+
+Warm-up: some of a server is built on its first request, in its event loop. The API server's
+execution API (the one tasks talk to) generates its versioned routes then, CPU-bound: on a
+loaded 2-core machine that held the event loop past WatchdogSec=30s, so the health endpoint
+went unanswered and systemd killed a healthy server (CI, 2026-12-02; its first request was a
+scheduler's reachability check). So before READY=1, once the health endpoint answers, each
+WARM_PATHS URL is requested once, as a start-up step (its own STATUS= and start timeout) rather
+than under the watchdog, which systemd arms only at READY=1. Any HTTP answer counts (a 404 is
+an API server run without that app). With ``[api] workers`` above 1 each worker builds its own
+on its first request; only one is warmed.
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ from airflow_systemd.lifecycle import Lifecycle, log
 from airflow_systemd.services.probe import Probe
 
 STARTING_EVERY = 1.0  # seconds between requests until the first answer; less with a short watchdog
+# Seconds a warm-up request may take (its step has STEP_TIMEOUT, 90 s, from systemd).
+WARM_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -35,12 +47,15 @@ class HttpService:
     title: str
     health_path: str
     host_arg: str  # the attribute of the parsed arguments that holds the listen address
+    warm_paths: tuple[str, ...] = ()  # requested once before READY=1 (see the module's docstring)
 
 
 def run(life: Lifecycle, service: HttpService, airflow_args: list[str]) -> None:
     parsed = startup.prepare(life, service.command, airflow_args)
-    url = health_url(getattr(parsed, service.host_arg), parsed.port, service.health_path)
-    prober = HealthCheck(Probe(life), life, url, service.title)
+    host = getattr(parsed, service.host_arg)
+    url = health_url(host, parsed.port, service.health_path)
+    warm = [health_url(host, parsed.port, path) for path in service.warm_paths]
+    prober = HealthCheck(Probe(life), life, url, service.title, warm)
     threading.Thread(target=prober.run, name="health-prober", daemon=True).start()
     life.step(f"starting the {service.title}")
     support.run_airflow_command(service.command, airflow_args)
@@ -57,11 +72,14 @@ def health_url(host: str, port: int, path: str) -> str:
 class HealthCheck:
     """Requests the health endpoint in a loop and tells the probe how it went."""
 
-    def __init__(self, probe: Probe, life: Lifecycle, url: str, title: str) -> None:
+    def __init__(
+        self, probe: Probe, life: Lifecycle, url: str, title: str, warm: list[str] | None = None
+    ) -> None:
         self._probe = probe
         self._life = life
         self._url = url
         self._title = title
+        self._unwarmed = list(warm or ())  # URLs still to request once before READY=1
         interval = probe.interval or 4 * STARTING_EVERY
         self._every_ready = interval / 4
         self._every_starting = min(STARTING_EVERY, self._every_ready)
@@ -81,6 +99,27 @@ class HealthCheck:
         except (OSError, ValueError) as exc:
             return str(getattr(exc, "reason", exc))
 
+    def warm_up(self) -> bool:
+        """Request each URL not yet warmed once; True when none is left. Any HTTP answer counts."""
+        while self._unwarmed:
+            url = self._unwarmed[0]
+            # A start-up step of its own: STATUS= says what the start waits for, and the
+            # start gets STEP_TIMEOUT more seconds (EXTEND_TIMEOUT_USEC).
+            self._life.step(f"requesting {url} once before READY=1 (its first request builds it)")
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(url, timeout=WARM_TIMEOUT):
+                    pass
+            except urllib.error.HTTPError:
+                pass  # an answer all the same: that part of the server is built
+            except (OSError, ValueError) as exc:
+                log.info("%s warm-up request to %s: %s", self._title, url, getattr(exc, "reason", exc))
+                return False
+            took = time.monotonic() - started
+            log.info("%s: %s answered its first request in %.1fs", self._title, url, took)
+            self._unwarmed.pop(0)
+        return True
+
     def run(self) -> None:
         while not self._life.stopping:
             started = self._probe.now()
@@ -89,9 +128,12 @@ class HealthCheck:
 
     def check_once(self, started: float) -> None:
         problem = self.check()
+        answered = self._probe.now()
+        if problem is None and not self._probe.ready and not self.warm_up():
+            return  # not ready yet: asked again next round
         now = self._probe.now()
         if problem is None:
-            status = f"serving {self._url} (answered in {(now - started) * 1000:.0f} ms)"
+            status = f"serving {self._url} (answered in {(answered - started) * 1000:.0f} ms)"
             self._probe.progressed(now)
             self._probe.round_done(lambda: status, now)
         elif self._probe.ready:

@@ -68,6 +68,8 @@ def pings_between(proc, start_at, end_at):
 def test_ready_watchdog_then_sigterm_stops_cleanly(start_component, command):
     proc = start(start_component, command)
     ready = proc.peer.with_field("READY", "1")[0]
+    if command == "api-server":
+        assert_execution_api_built_before_ready(proc)
     time.sleep(3 * WATCHDOG)
     pings = pings_between(proc, ready.at, time.monotonic())
     assert len(pings) >= 4, pings
@@ -81,6 +83,16 @@ def test_ready_watchdog_then_sigterm_stops_cleanly(start_component, command):
     assert proc.wait(40) == 0, proc.text()[-2000:]
     assert proc.peer.with_field("STOPPING", "1")
     assert not alive(proc.known_descendants)
+
+
+def assert_execution_api_built_before_ready(proc):
+    """The API server's execution API builds its routes on its first request, in the event loop
+    (CPU-bound: on a loaded machine past the 30 s watchdog, CI 2026-12-02): the entrypoint makes
+    that request before READY=1, so a task's first call (or a scheduler's check) never does."""
+    lines = proc.text().splitlines()
+    built = [i for i, line in enumerate(lines) if "/execution/health answered its first request" in line]
+    ready = [i for i, line in enumerate(lines) if "ready after" in line]
+    assert built and ready and built[0] < ready[0], "\n".join(lines[-40:])
 
 
 @pytest.mark.parametrize("command", COMPONENTS)

@@ -9,6 +9,7 @@ import pytest
 from airflow_systemd import journal
 from airflow_systemd.lifecycle import ConfigError, Lifecycle
 from airflow_systemd.notify import Notifier
+from airflow_systemd.services import http as http_service
 from airflow_systemd.services.http import HealthCheck
 from airflow_systemd.services.job import JobLoop
 from airflow_systemd.services.probe import Probe, require_watchdog_margin
@@ -133,16 +134,24 @@ def test_watchdog_margin_refuses_an_interval_below_twice_the_heartbeat(tmp_path,
 
 
 class HealthServer(http.server.ThreadingHTTPServer):
-    """A health endpoint whose answer the test sets."""
+    """A health endpoint whose answer the test sets; other paths answer ``codes[path]`` (404
+    if unset) after ``delays[path]`` seconds. Every request's path is recorded."""
 
     code = 200
 
     def __init__(self):
         server = self
+        self.codes: dict[str, int] = {}
+        self.delays: dict[str, float] = {}
+        self.paths: list[str] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                self.send_response(server.code)
+                server.paths.append(self.path)
+                time.sleep(server.delays.get(self.path, 0))
+                self.send_response(
+                    server.code if self.path == "/health" else server.codes.get(self.path, 404)
+                )
                 self.end_headers()
 
             def log_message(self, *args):
@@ -235,3 +244,63 @@ def test_http_requests_every_second_until_ready_then_every_quarter_interval(tmp_
         server.shutdown()
         server.server_close()
         peer.close()
+
+
+def warm_check(server, warm):
+    life = Lifecycle("t", Notifier(), 5.0)
+    return HealthCheck(Probe(life, clock=Clock()), life, server.url, "API server", warm)
+
+
+def test_http_ready_only_once_the_warm_up_path_answered_and_it_is_asked_once(peer):
+    # The API server builds its execution API on that API's first request: it happens before
+    # READY=1 (under TimeoutStartSec=), not under the watchdog in the first task's request.
+    server = HealthServer()
+    try:
+        server.codes["/execution/health"] = 200
+        server.delays["/execution/health"] = 0.5  # a slow first request: READY=1 waits for it
+        check = warm_check(server, [server.url.replace("/health", "/execution/health")])
+        check.check_once(100.0)
+        step, ready = settle(peer, 3)[:2]
+        # a start-up step of its own first: STATUS= names it, and the start gets more time
+        assert step.fields["STATUS"].startswith("requesting http://127.0.0.1:")
+        assert "EXTEND_TIMEOUT_USEC" in step.fields
+        assert ready.fields["READY"] == "1"
+        assert server.paths == ["/health", "/execution/health"]
+        check.check_once(102.0)
+        assert server.paths == ["/health", "/execution/health", "/health"]  # warmed once only
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_warm_up_counts_any_http_answer_a_404_too(peer):
+    # An API server run without the execution API (--apps core) answers 404 there: still ready.
+    server = HealthServer()
+    try:
+        check = warm_check(server, [server.url.replace("/health", "/execution/health")])
+        check.check_once(100.0)
+        assert settle(peer, 3)[1].fields["READY"] == "1"
+        assert server.paths == ["/health", "/execution/health"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_not_ready_until_the_warm_up_request_is_answered(peer, monkeypatch):
+    monkeypatch.setattr(http_service, "WARM_TIMEOUT", 0.2)
+    server = HealthServer()
+    try:
+        server.codes["/execution/health"] = 200
+        server.delays["/execution/health"] = 1.0  # past WARM_TIMEOUT: no answer this round
+        check = warm_check(server, [server.url.replace("/health", "/execution/health")])
+        check.check_once(100.0)
+        time.sleep(0.2)
+        assert not peer.with_field("READY", "1")  # the health endpoint answered, the warm-up did not
+        server.delays.clear()
+        check.check_once(101.0)  # asked again, answered: READY=1
+        settle(peer, 4)
+        assert peer.with_field("READY", "1")
+        assert server.paths.count("/execution/health") == 2
+    finally:
+        server.shutdown()
+        server.server_close()
