@@ -567,9 +567,16 @@ def test_a_long_database_stop_and_a_frozen_database(suite, machine, postgresql):
     assert beat - back < 60
     for unit in RESTARTED:
         assert len(restarts[unit]) <= 2, (unit, restarts[unit])  # every 10 s: about 30
-    assert len(delays) >= 4 and 8 < delays[0] < 13, delays  # RestartSec=10s
-    assert all(b > a for a, b in zip(delays, delays[1:4])), delays  # 10, 14, 20, 29 s
-    assert max(delays) < 60 + 5, delays  # RestartMaxDelaySec=60s
+    # The steps are 10, 14, 20, 29, 42, 60 s (RestartSec=10s to RestartMaxDelaySec=60s in 5
+    # steps), one per restart, pulled ones included; which of the first ones a pulled restart
+    # takes, or hides by coinciding with the others' restarts, depends on timing (CI 2026-12-02:
+    # the first restart, 10 s after its kill, fell within 2 s of the DAG processor's and was
+    # counted out: 21, 29, 42, 60, 60, 60). What holds: never sooner than RestartSec=, growing,
+    # reaching the top steps, never past the maximum, so far fewer restarts than every 10 s.
+    assert len(delays) >= 4 and min(delays) > 8, delays
+    assert all(b > a - 2 for a, b in zip(delays, delays[1:])), delays
+    assert max(delays) > 40 and max(delays) < 60 + 5, delays
+    assert len(restarts[CRASHING]) <= 12, restarts[CRASHING]  # every 10 s: about 27 in 300 s
     wait_until(lambda: all(show(machine, u)["SubState"] == "running" for u in units), 180, "running")
 
     frozen = time.time()
