@@ -36,6 +36,13 @@ SCHEDULER = "airflow-scheduler.service"
 # CI's scheduler was killed mid-loop in the Celery module (2026-12-02) and its queued task then
 # waited for orphan adoption past the test's bound.
 WATCHDOG = 10
+# A restarted scheduler adopts (or resets) the queued tasks of its dead predecessor once that one's
+# heartbeat is older than the threshold, at the next check (defaults 30 s and 300 s, past the system
+# tests' bounds): for the modules whose faults, or a loaded machine, restart the scheduler.
+ADOPT_ORPHANS_FAST = {
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10",
+}
 # Prefix drop-in (systemd >= 246): applies to every airflow-*.service.
 DROP_IN_DIR = "/etc/systemd/system/airflow-.service.d"
 SERVICES_3 = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server")

@@ -23,7 +23,7 @@ import time
 import airflow
 import pytest
 
-from tests.harness.deployment import SERVICES_3, WATCHDOG, worker
+from tests.harness.deployment import ADOPT_ORPHANS_FAST, SERVICES_3, WATCHDOG, worker
 
 # where (Python, queue default, sleeps conf "seconds") >> [shell (Bash), other (Bash, queue second)]
 DAG = "afsd_celery"
@@ -42,10 +42,8 @@ SETTINGS = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
     # A scheduler that systemd restarted mid-send (its watchdog, on a loaded CI machine) leaves
-    # its queued tasks to orphan adoption: once its heartbeat is older than the threshold, at
-    # the next check (defaults 30 s and 300 s, past these tests' bounds; test_faults.py's values).
-    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10",
+    # its queued tasks to orphan adoption.
+    **ADOPT_ORPHANS_FAST,
 }
 UNFINISHED = "('queued', 'running', 'scheduled', 'up_for_retry', 'restarting')"
 FIGURES: dict[str, str] = {}

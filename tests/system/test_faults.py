@@ -21,11 +21,10 @@ import time
 import airflow
 import pytest
 
-from tests.harness.deployment import SCHEDULER, SERVICES_3, WATCHDOG
+from tests.harness.deployment import ADOPT_ORPHANS_FAST, SCHEDULER, SERVICES_3, WATCHDOG
 
 FAST_RECOVERY = {
-    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10",
+    **ADOPT_ORPHANS_FAST,
     "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
     "AFSD_PIPELINE_SECONDS": "20",  # the Python task runs long enough to be hit
 }
