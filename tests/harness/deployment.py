@@ -264,6 +264,17 @@ class Deployment:
             f"AND task_id = '{task_id}'"
         )
 
+    def task_logs(self, dag_id: str, run_id: str, lines: int = 25) -> str:
+        """The last LINES of every try's log of the run (for a failed assertion's message: why a
+        task failed is in its own log, not in the scheduler's journal)."""
+        folder = f"/var/log/airflow/dag_id={dag_id}/run_id={run_id}"
+        return self.sb.exec(
+            "sh",
+            "-c",
+            f'for f in \'{folder}\'/task_id=*/attempt=*.log; do echo "== $f"; tail -n {lines} "$f"; done',
+            check=False,
+        ).stdout
+
     def retire(self, dag_id: str) -> None:
         """Pause a test DAG and fail what is left of its runs, so later tests start clean."""
         self.sql(f"UPDATE dag SET is_paused = true WHERE dag_id = '{dag_id}'")

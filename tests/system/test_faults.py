@@ -31,6 +31,9 @@ FAST_RECOVERY = {
 PIPELINE = "afsd_pipeline"  # compute (Python) >> report (Bash)
 DEFERRED = "afsd_deferred"  # wait (deferred to the triggerer) >> done (Bash)
 START_LIMIT_DROP_IN = "60-test-start-limit.conf"
+# Seconds the API server stays stopped once a task is queued, before its start (which takes
+# 10 s or more): past the 15 s Airflow's own retries give a task's first call at the most.
+API_AWAY = 20
 UNFINISHED = "('queued', 'running', 'scheduled', 'up_for_retry', 'deferred', 'restarting')"
 
 
@@ -88,7 +91,7 @@ def recovers(d, dag: str, task: str, states: tuple[str, ...], fault, timeout: fl
         f"SELECT task_id || '=' || try_number FROM task_instance WHERE dag_id='{dag}' AND run_id='{run}' "
         "ORDER BY task_id"
     ).split()
-    assert state == "success", f"{tries}\n{d.journal_tail(lines=80)}"
+    assert state == "success", f"{tries}\n{d.task_logs(dag, run)}\n{d.journal_tail(lines=80)}"
     assert all(int(t.split("=")[1]) <= 2 for t in tries), f"more than one retry: {tries}"
     all_running(d, 120)
     left = d.sql(
@@ -142,6 +145,34 @@ def test_api_server_killed_while_a_task_runs(target):
     before = restarts(target, service)
     recovers(target, PIPELINE, "compute", ("running",), kill_main(target, service, "SIGKILL"))
     assert restarts(target, service) == before + 1
+
+
+def test_a_task_started_while_the_api_server_is_away_waits_for_it(target):
+    """The API server is away (as in its watchdog's restart: RestartSec=10s, then its start)
+    when a task starts: the task's first call to it is retried until it is back, and the
+    first try succeeds. With Airflow's own retries (5, from 1 s: given up after 15 s at
+    the most) that try fails, and the run needs its retry or fails."""
+    service = "airflow-api-server.service"
+    target.sb.systemctl("stop", service)
+    try:
+        run = target.trigger(PIPELINE)
+        target.wait_for(
+            lambda: target.task_state(PIPELINE, run, "compute") == "queued", 120, "compute queued"
+        )
+        time.sleep(API_AWAY)
+    finally:
+        target.sb.systemctl("start", service)
+
+    def ended():
+        state = target.run_state(PIPELINE, run)
+        return state if state in ("success", "failed") else None
+
+    state = target.wait_for(ended, 300, f"the {PIPELINE} run to end")
+    tries = target.sql(
+        f"SELECT task_id || '=' || try_number FROM task_instance WHERE dag_id='{PIPELINE}' "
+        f"AND run_id='{run}' ORDER BY task_id"
+    ).split()
+    assert (state, tries) == ("success", ["compute=1", "report=1"]), target.task_logs(PIPELINE, run)
 
 
 def test_triggerer_crashed_while_it_holds_a_deferred_task(target):
