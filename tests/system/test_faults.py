@@ -81,16 +81,9 @@ def recovers(d, dag: str, task: str, states: tuple[str, ...], fault, timeout: fl
     t0 = time.monotonic()
     fault()
 
-    def ended():
-        state = d.run_state(dag, run)
-        return state if state in ("success", "failed") else None
-
-    state = d.wait_for(ended, timeout, f"the {dag} run to end after the fault")
+    state = run_end(d, dag, run, timeout)
     took = time.monotonic() - t0
-    tries = d.sql(
-        f"SELECT task_id || '=' || try_number FROM task_instance WHERE dag_id='{dag}' AND run_id='{run}' "
-        "ORDER BY task_id"
-    ).split()
+    tries = tries_of(d, dag, run)
     assert state == "success", f"{tries}\n{d.task_logs(dag, run)}\n{d.journal_tail(lines=80)}"
     assert all(int(t.split("=")[1]) <= 2 for t in tries), f"more than one retry: {tries}"
     all_running(d, 120)
@@ -105,6 +98,24 @@ def recovers(d, dag: str, task: str, states: tuple[str, ...], fault, timeout: fl
         d.assert_no_strays(f"{service}.service")
     print(f"\nRECOVERY {dag}: fault -> run success in {took:.1f}s; tries {tries}")
     return took
+
+
+def run_end(d, dag: str, run: str, timeout: float) -> str:
+    """The run's final state, success or failed, once it has one."""
+
+    def ended():
+        state = d.run_state(dag, run)
+        return state if state in ("success", "failed") else None
+
+    return d.wait_for(ended, timeout, f"the {dag} run to end")
+
+
+def tries_of(d, dag: str, run: str) -> list[str]:
+    """TASK=TRY_NUMBER for each task of the run, by task id."""
+    return d.sql(
+        f"SELECT task_id || '=' || try_number FROM task_instance WHERE dag_id='{dag}' AND run_id='{run}' "
+        "ORDER BY task_id"
+    ).split()
 
 
 def kill_main(d, service: str, signal: str):
@@ -163,15 +174,8 @@ def test_a_task_started_while_the_api_server_is_away_waits_for_it(target):
     finally:
         target.sb.systemctl("start", service)
 
-    def ended():
-        state = target.run_state(PIPELINE, run)
-        return state if state in ("success", "failed") else None
-
-    state = target.wait_for(ended, 300, f"the {PIPELINE} run to end")
-    tries = target.sql(
-        f"SELECT task_id || '=' || try_number FROM task_instance WHERE dag_id='{PIPELINE}' "
-        f"AND run_id='{run}' ORDER BY task_id"
-    ).split()
+    state = run_end(target, PIPELINE, run, 300)
+    tries = tries_of(target, PIPELINE, run)
     assert (state, tries) == ("success", ["compute=1", "report=1"]), target.task_logs(PIPELINE, run)
 
 
